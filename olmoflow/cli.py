@@ -1,7 +1,8 @@
 """The `olmoflow` command.
 
     olmoflow run [--config tiny] [--set key=value ...] [--from STAGE] [--to STAGE] [--init URI]
-    olmoflow stage STAGE [--config tiny] [--set ...] [--input dataset=URI ...]
+    olmoflow stage STAGE [--config tiny] [--set ...] [--input dataset=URI ...] [--flow-run RUN_ID]
+    torchrun --nproc-per-node N -m olmoflow.cli stage STAGE ...   (rank 0 alone publishes and prints the URI)
     olmoflow compile [--output pipelines/model_flow.yaml] [--k8s-dir pipelines/k8s] [--settings F] [--cluster-config F]
     olmoflow submit --host URL [--config tiny] [--set ...] [--from STAGE] [--to STAGE] [--init URI]
     olmoflow status RUN_ID --host URL
@@ -47,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(stage)
     stage.add_argument("--input", action="append", default=[], metavar="NAME=URI",
                        help="an input artifact, e.g. --input dataset=URI --input checkpoint=URI")
+    stage.add_argument("--flow-run", default="", metavar="RUN_ID",
+                       help="log the stage to MLflow as a run nested under this flow run's parent run")
 
     comp = sub.add_parser("compile", help="compile the pipeline for a cluster (KFP IR YAML)")
     comp.add_argument("--output", default=str(REPO_ROOT / "pipelines" / "model_flow.yaml"))
@@ -122,8 +125,12 @@ def cmd_stage(args) -> int:
         name, uri = item.split("=", 1)
         inputs[name] = uri
     setup_logging()
-    result = run_stage(args.stage, cfg, inputs)
-    print(result.uri)
+    from olmoflow.train.world import World, shutdown
+    result = run_stage(args.stage, cfg, inputs, args.flow_run or None)
+    if World.current().lead:
+        print(result.uri)
+    # Only after a success: leaving the group waits for the other ranks, and a failed rank should just exit.
+    shutdown()
     return 0
 
 

@@ -3,7 +3,9 @@
 A stage run holds params (the flattened resolved stage config), step metrics, and artifacts (manifest, resolved
 config, the stage log, plots); tags say stage, fingerprint, artifact URI and status (ran / cached / skipped). A
 cached stage gets its own nested run that points at the run that made the artifact. Only the client API is used,
-so tasks in separate processes (kfp.local) or pods (a cluster) can all log into the same parent run.
+so tasks in separate processes (kfp.local) or pods (a cluster) can all log into the same parent run: the parent is
+found by its flow-run tag, which is how a multi-node job's rank 0 (`olmoflow stage ... --flow-run RUN_ID`) nests
+its stage run under the flow that launched it.
 """
 
 from __future__ import annotations

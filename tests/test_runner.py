@@ -139,3 +139,12 @@ def test_s3_work_dir_resumes_on_a_fresh_machine(tmp_path, monkeypatch, s3_uri):
     assert kept == {"step-000002", "step-000003", "step-000004"}
     fresh.clear()
     assert storage_for(uri).list(uri + ".work") == []
+
+
+def test_a_one_process_stage_is_refused_under_torchrun(fake_stages, cfg, monkeypatch):
+    """A stage that does not split its work over ranks would run whole on each of them (and race on its files)."""
+    from olmoflow.train.world import World
+    monkeypatch.setattr(World, "current", classmethod(lambda cls: cls(0, 2)))
+    with pytest.raises(StageError, match="stage curate runs in one process; it cannot run on 2 ranks"):
+        run_stage("curate", cfg, {})
+    assert CALLS == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shutil
 import sys
 import time
@@ -13,6 +14,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 from olmoflow.config import FlowConfig
+from olmoflow.storage import join, storage_for
+
+COMPLETE = ".complete"
+"""The marker a step folder gets last: without it the folder is partial and never read."""
 
 T = TypeVar("T")
 
@@ -32,55 +37,108 @@ class InputArtifact:
 class WorkDir:
     """In-stage checkpoints under `{artifact}.work/step-NNNNNN/`: saved atomically, newest wins on resume.
 
-    `local` is a local folder; `sync` (set by the runner for s3:// stores) uploads a finished step folder
-    and `fetch_latest` brings the newest one back on a fresh machine.
+    Local store: the step folders live in `local`; several ranks writing one step must share that filesystem.
+    Remote store (`remote` = the s3:// `.work` prefix): `local` only stages files. Each rank uploads the files it
+    wrote (`share`), then rank 0 the rest and the `.complete` marker last (`commit`), so nodes need no shared
+    filesystem and a step is complete in the store or absent; `latest()` downloads the newest complete one.
+    `saving(step)` is the one-writer form of begin / share / commit, for stages that run in one process.
     """
 
-    def __init__(self, local: Path, keep: int = 3,
-                 sync: Callable[[Path], None] | None = None,
-                 fetch_latest: Callable[[Path], Path | None] | None = None,
-                 prune: Callable[[str], None] | None = None, wipe: Callable[[], None] | None = None):
+    def __init__(self, local: Path, keep: int = 3, remote: str | None = None):
         self.local = Path(local)
         self.keep = keep
-        self._sync, self._fetch_latest, self._prune, self._wipe = sync, fetch_latest, prune, wipe
+        self.remote = remote
+        self._storage = storage_for(remote) if remote else None
 
-    def steps(self) -> list[Path]:
+    def steps(self) -> list[str]:
+        """Names of the complete steps, oldest first (for a remote store: the ones in the store)."""
+        if self.remote is not None:
+            keys = self._storage.list(self.remote)
+            return sorted({k.split("/")[0] for k in keys if k.count("/") == 1 and k.endswith("/" + COMPLETE)})
         if not self.local.exists():
             return []
-        return sorted(p for p in self.local.glob("step-*") if p.is_dir() and (p / ".complete").exists())
+        return sorted(p.name for p in self.local.glob("step-*") if p.is_dir() and (p / COMPLETE).exists())
 
-    def latest(self) -> Path | None:
-        """The newest complete step folder, or None when the stage starts fresh."""
-        if self._fetch_latest is not None:
-            fetched = self._fetch_latest(self.local)
-            if fetched is not None:
-                return fetched
+    def latest_name(self) -> str | None:
         steps = self.steps()
         return steps[-1] if steps else None
 
-    def clear(self) -> None:
-        """Drop every in-stage checkpoint once the stage's artifact is committed."""
-        if self._wipe is not None:
-            self._wipe()
-        shutil.rmtree(self.local, ignore_errors=True)
+    def latest(self) -> Path | None:
+        """The newest complete step as a local folder, or None when the stage starts fresh."""
+        name = self.latest_name()
+        return self.fetch(name) if name else None
+
+    def fetch(self, name: str) -> Path:
+        """The local folder of complete step `name`; from a remote store it is downloaded once, into a temp folder
+        renamed at the end (a killed download is never taken for a complete step), and older copies go."""
+        target = self.local / name
+        if self.remote is None or (target / COMPLETE).exists():
+            return target
+        tmp = self.local / f".fetch-{name}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        self._storage.download_dir(join(self.remote, name), tmp)
+        for old in self.local.glob("step-*"):
+            shutil.rmtree(old, ignore_errors=True)
+        tmp.rename(target)
+        return target
+
+    def begin(self, step: int) -> Path:
+        """A fresh local folder to write step `step` into (one rank calls this; the others write into the same
+        path). A partial upload of this step left by a killed run is dropped first."""
+        tmp = self.local / f".tmp-step-{step:06d}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        if self.remote is not None:
+            self._storage.delete_prefix(join(self.remote, _name(step)))
+        return tmp
+
+    def share(self, step: int, folder: Path, files: Iterable[Path]) -> None:
+        """Remote store: upload `files` (the ones this rank wrote into `folder`) to the step and drop them here.
+        Local store: nothing to do, the folder is shared."""
+        if self.remote is None:
+            return
+        dest = join(self.remote, _name(step))
+        for f in files:
+            self._storage.upload_file(f, join(dest, f.relative_to(folder).as_posix()))
+            f.unlink()
+
+    def commit(self, step: int, folder: Path) -> None:
+        """Make `folder` step-NNNNNN once every writer is done: the rest of its files, then the `.complete` marker;
+        then drop the oldest steps beyond `keep`."""
+        name = _name(step)
+        if self.remote is None:
+            (folder / COMPLETE).write_text(str(step))
+            final = self.local / name
+            shutil.rmtree(final, ignore_errors=True)
+            folder.rename(final)
+            for old in self.steps()[:-self.keep]:
+                shutil.rmtree(self.local / old, ignore_errors=True)
+            return
+        dest = join(self.remote, name)
+        for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+            self._storage.upload_file(f, join(dest, f.relative_to(folder).as_posix()))
+        self._storage.write_bytes(join(dest, COMPLETE), str(step).encode())
+        shutil.rmtree(folder, ignore_errors=True)
+        for old in self.steps()[:-self.keep]:
+            self._storage.delete_prefix(join(self.remote, old))
 
     @contextlib.contextmanager
     def saving(self, step: int) -> Iterator[Path]:
         """Yield a temp folder to write step `step` into; it becomes step-NNNNNN only if the block succeeds."""
-        final = self.local / f"step-{step:06d}"
-        tmp = self.local / f".tmp-step-{step:06d}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+        tmp = self.begin(step)
         yield tmp
-        (tmp / ".complete").write_text(str(step))
-        shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)
-        if self._sync is not None:
-            self._sync(final)
-        for old in self.steps()[:-self.keep]:
-            shutil.rmtree(old, ignore_errors=True)
-            if self._prune is not None:
-                self._prune(old.name)
+        self.commit(step, tmp)
+
+    def clear(self, everywhere: bool = True) -> None:
+        """Drop the in-stage checkpoints once the stage's artifact is committed (`everywhere=False`: only the local
+        copies, as ranks other than 0 do on their machines)."""
+        if everywhere and self.remote is not None:
+            self._storage.delete_prefix(self.remote)
+        shutil.rmtree(self.local, ignore_errors=True)
+
+
+def _name(step: int) -> str:
+    return f"step-{step:06d}"
 
 
 @dataclass
@@ -91,6 +149,10 @@ class StageContext:
     out: Path
     """Write the payload here; the runner checksums it, uploads it, and writes manifest.json last."""
     work: WorkDir
+    lead: bool = field(default_factory=lambda: os.environ.get("RANK", "0") == "0")
+    """Rank 0 (always, in one process). Under torchrun only the lead's payload and MLflow logs are kept: other
+    ranks compute alongside it (collectives), their `out` is scratch and their log_metrics / log_artifact only
+    record locally."""
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("olmoflow"))
     metrics_sink: Callable[[dict[str, float], int | None], None] | None = None
     artifact_sink: Callable[[Path, str], None] | None = None
@@ -109,13 +171,13 @@ class StageContext:
             self.artifact_sink(Path(path), subdir)
 
     def progress(self, items: Iterable[T], total: int | None = None, desc: str = "") -> Iterator[T]:
-        """Iterate with a progress line in the stage log about every 10%."""
+        """Iterate with a progress line in the stage log about every 10% (rank 0's; the others keep step)."""
         total = total if total is not None else (len(items) if hasattr(items, "__len__") else None)
         start = time.time()
         every = max(1, (total or 10) // 10)
         for i, item in enumerate(items, 1):
             yield item
-            if total and (i % every == 0 or i == total):
+            if self.lead and total and (i % every == 0 or i == total):
                 self.log.info("%s %s %d/%d (%.0f%%) %.1fs", self.stage, desc, i, total, 100 * i / total,
                               time.time() - start)
 

@@ -6,14 +6,14 @@ layers, on long documents mixed with midtraining data, as Olmo 3 did.
 Data: `long_fraction` of the tokens from long/{domain}/ after the gzip-compressibility filter (drop the
 `compress_drop` most and least compressible long documents), the rest from midtrain/ in curate's proportions;
 best-fit packing (documents are not cut to fill windows) and intra-document masking. LR: warmup, then linear to
-0; `average_last` averages the weights of the last N in-stage checkpoints. The held-out loss at each position of
+0; `average_last` averages the weights of the last N in-stage checkpoints (a running sum kept, like the weights,
+sharded over the ranks and saved with each checkpoint). The held-out loss at each position of
 long held-out documents, before and after, shows what the stage bought beyond the old context.
 """
 
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from olmoflow.model import Olmo3
 from olmoflow.model.checkpoint import load_checkpoint, save_checkpoint
@@ -29,6 +29,8 @@ from olmoflow.train.resume import Resumer
 from olmoflow.train.world import World
 
 KIND = "checkpoint"
+DISTRIBUTED = True
+"""Runs on every rank of a torchrun world (FSDP / HSDP); rank 0 writes the payload."""
 INPUTS = ("dataset", "checkpoint")
 HEADLINE = "val_loss"
 POSITION_DOCS = 8
@@ -90,7 +92,8 @@ def run(ctx: StageContext) -> dict[str, float]:
     heldout = heldout_docs(data, tokenizer, eos, cfg.val_tokens)
     long_docs = position_docs(long_heldout(data, tokenizer, eos, cfg.seq_len, POSITION_DOCS), domains, cfg.seq_len)
     edges = sorted({*range(0, cfg.seq_len, max(1, min(old_context, cfg.seq_len) // 2)), cfg.seq_len})
-    before = position_losses(base, long_docs, cfg.seq_len) if long_docs else None
+    # The old model's curve is only reported, so rank 0 alone scores it.
+    before = position_losses(base, long_docs, cfg.seq_len) if long_docs and ctx.lead else None
     del base
 
     # ---- train
@@ -103,18 +106,19 @@ def run(ctx: StageContext) -> dict[str, float]:
         ctx.log.info("long-context: resuming at step %d", state["step"])
         trainer.load_state_dict(state)
     result = trainer.fit()
-    model = trainer.full_model()  # unsharded, for averaging, scoring and export
     if cfg.average_last:
-        with torch.no_grad():
-            model.load_state_dict(trainer.averaged_weights())
+        trainer.average()
 
-    # ---- held-out loss overall and by position, payload
-    val = val_losses(model, heldout, cfg.seq_len, cfg.micro_batch, pad, cfg.intra_doc_mask)
+    # ---- held-out loss overall and by position (every rank, on the sharded model), payload (rank 0)
+    val = val_losses(trainer.model, heldout, cfg.seq_len, cfg.micro_batch, pad, cfg.intra_doc_mask)
+    after = position_losses(trainer.model, long_docs, cfg.seq_len) if long_docs else None
+    model = trainer.export_model()
+    if not ctx.lead:
+        return val
     metrics = {**val, "train_loss": result.train_loss, "skipped_steps": float(result.skipped_steps),
                "tokens": float(result.tokens), "tokens_per_s": result.tokens_per_s}
     extra = {}
     if long_docs:
-        after = position_losses(model, long_docs, cfg.seq_len)
         curves = {"before": bucket_means(before, edges), "after": bucket_means(after, edges)}
         for label, losses in curves.items():
             for end, loss in zip(edges[1:], losses):

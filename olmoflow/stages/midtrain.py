@@ -6,15 +6,15 @@ averaged ("souping", as Olmo 3 32B did with two seeds).
 
 `mix` sets each midtrain/{domain}'s share of tokens (empty = curate's proportions as written). The runs of a
 soup follow one another inside the stage; their steps are numbered one after the other, and every in-stage
-checkpoint carries the sum of the finished runs' weights, so a kill anywhere resumes where it stopped.
+checkpoint carries the sum of the finished runs' weights (each rank its shard of it), so a kill anywhere resumes
+where it stopped.
 """
 
 from __future__ import annotations
 
-import torch
-
 from olmoflow.model.checkpoint import load_checkpoint, save_checkpoint
 from olmoflow.stages.context import StageContext
+from olmoflow.train.averaging import WeightSum
 from olmoflow.train.dataset import check_same_tokenizer, domain_docs, heldout_docs, open_tokenizer, special_ids
 from olmoflow.train.evaluate import val_losses
 from olmoflow.train.loader import TokenLoader
@@ -24,6 +24,8 @@ from olmoflow.train.resume import Resumer
 from olmoflow.train.world import World
 
 KIND = "checkpoint"
+DISTRIBUTED = True
+"""Runs on every rank of a torchrun world (FSDP / HSDP); rank 0 writes the payload."""
 INPUTS = ("dataset", "checkpoint")
 HEADLINE = "val_loss"
 
@@ -40,9 +42,10 @@ def run(ctx: StageContext) -> dict[str, float]:
     world = World.current()
     resumer = Resumer(ctx)
     state = resumer.latest()
-    # Finished runs live on as (sum of their weights, their val losses, their curves) in every later checkpoint.
-    soup = state["extra"] if state is not None else {"run": 0, "weight_sum": None, "val": [], "curves": [],
-                                                     "train_loss": []}
+    # Finished runs live on as (their val losses, their curves) in every later checkpoint's extras, and as the
+    # sum of their weights in its DCP part (sharded like the model: trainer.sums["soup"]).
+    soup = state["extra"] if state is not None else {"run": 0, "val": [], "curves": [], "train_loss": []}
+    soup_sum = WeightSum()
 
     for i, seed in enumerate(seeds):
         if i < soup["run"]:
@@ -54,33 +57,34 @@ def run(ctx: StageContext) -> dict[str, float]:
         loader = TokenLoader(domains, cfg.seq_len, cfg.micro_batch, weights=cfg.mix or None, seed=seed,
                              pad_id=pad, intra_doc=cfg.intra_doc_mask, rank=world.rank, world=world.size)
         trainer = Trainer(ctx, model, loader, cfg, resumer, step_offset=i * cfg.steps, world=world)
+        trainer.sums["soup"] = soup_sum
         if state is not None and state["extra"]["run"] == i:
             ctx.log.info("midtrain: resuming run %d (seed %d) at step %d", i, seed, state["step"])
             trainer.load_state_dict(state)
+            soup_sum = trainer.sums["soup"]
         trainer.extra = soup
         result = trainer.fit()
-        model = trainer.full_model()  # unsharded, for scoring, souping and export
 
         val = float("nan")
         if len(seeds) > 1:
-            val = val_losses(model, heldout, cfg.seq_len, cfg.micro_batch, pad, cfg.intra_doc_mask)["val_loss"]
+            val = val_losses(trainer.model, heldout, cfg.seq_len, cfg.micro_batch, pad,
+                             cfg.intra_doc_mask)["val_loss"]
             ctx.log_metrics({f"val_loss/seed{seed}": val}, step=(i + 1) * cfg.steps)
-        weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        if soup["weight_sum"] is not None:
-            weights = {k: v + soup["weight_sum"][k] for k, v in weights.items()}
-        soup = {"run": i + 1, "weight_sum": weights, "val": soup["val"] + [val],
-                "curves": soup["curves"] + [result.curve], "train_loss": soup["train_loss"] + [result.train_loss]}
+        soup_sum.add(trainer.model)
+        soup = {"run": i + 1, "val": soup["val"] + [val], "curves": soup["curves"] + [result.curve],
+                "train_loss": soup["train_loss"] + [result.train_loss]}
 
-    # ---- the soup (of one run: its own weights), its held-out loss, payload
-    with torch.no_grad():
-        model.load_state_dict({k: v / len(seeds) for k, v in soup["weight_sum"].items()})
-    val = val_losses(model, heldout, cfg.seq_len, cfg.micro_batch, pad, cfg.intra_doc_mask)
+    # ---- the soup (of one run: its own weights) in the last run's sharded model, its held-out loss, payload
+    soup_sum.mean_into(trainer.model)
+    val = val_losses(trainer.model, heldout, cfg.seq_len, cfg.micro_batch, pad, cfg.intra_doc_mask)
     ctx.log_metrics(val, step=len(seeds) * cfg.steps)
     metrics = {**val, "train_loss": sum(soup["train_loss"]) / len(seeds)}
     if len(seeds) > 1:
         metrics.update({f"val_loss/seed{s}": v for s, v in zip(seeds, soup["val"])})
-    save_checkpoint(ctx.out, model, ckpt / "tokenizer.json")
-    loss_curve(ctx, {f"seed {s}" if len(seeds) > 1 else "": c for s, c in zip(seeds, soup["curves"])},
-               {"val (soup)" if len(seeds) > 1 else "val": val["val_loss"]})
-    write_metrics(ctx, metrics)
+    model = trainer.export_model()
+    if ctx.lead:
+        save_checkpoint(ctx.out, model, ckpt / "tokenizer.json")
+        loss_curve(ctx, {f"seed {s}" if len(seeds) > 1 else "": c for s, c in zip(seeds, soup["curves"])},
+                   {"val (soup)" if len(seeds) > 1 else "val": val["val_loss"]})
+        write_metrics(ctx, metrics)
     return metrics

@@ -6,6 +6,11 @@ The data is every pretrain/{domain}/ shard in its curated proportions, packed ba
 windows with intra-document masking. AdamW, cosine LR with warmup, z-loss, clipping and skip-step, all in
 olmoflow/train/loop.py; a killed run resumes from its last in-stage checkpoint. val_loss is scored on the
 dataset's held-out text (val/*.jsonl), never on training tokens.
+
+    torchrun --nproc-per-node 8 -m olmoflow.cli stage pretrain --config olmo3-7b --input dataset=URI
+
+Under torchrun every rank trains its share of each batch on the sharded model; rank 0 gathers the weights and
+writes the payload.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from olmoflow.train.resume import Resumer
 from olmoflow.train.world import World
 
 KIND = "checkpoint"
+DISTRIBUTED = True
+"""Runs on every rank of a torchrun world (FSDP / HSDP); rank 0 writes the payload."""
 INPUTS = ("dataset",)
 OPTIONAL_INPUTS = ("checkpoint",)
 HEADLINE = "val_loss"
@@ -63,15 +70,16 @@ def run(ctx: StageContext) -> dict[str, float]:
         ctx.log.info("pretrain: resuming at step %d", state["step"])
         trainer.load_state_dict(state)
     result = trainer.fit()
-    model = trainer.full_model()  # unsharded, for scoring and export
 
-    # ---- held-out loss, payload
+    # ---- held-out loss (every rank, on the sharded model), payload (rank 0, from the gathered weights)
     heldout = heldout_docs(data, tokenizer, eos, cfg.val_tokens)
-    val = val_losses(model, heldout, cfg.seq_len, cfg.micro_batch, pad, cfg.intra_doc_mask)
+    val = val_losses(trainer.model, heldout, cfg.seq_len, cfg.micro_batch, pad, cfg.intra_doc_mask)
     metrics = {**val, "train_loss": result.train_loss, "skipped_steps": float(result.skipped_steps),
                "tokens": float(result.tokens), "tokens_per_s": result.tokens_per_s}
     ctx.log_metrics(val, step=result.steps)
-    save_checkpoint(ctx.out, model, tok_path)
-    loss_curve(ctx, {"": result.curve}, {"val": val["val_loss"]})
-    write_metrics(ctx, metrics)
+    model = trainer.export_model()
+    if ctx.lead:
+        save_checkpoint(ctx.out, model, tok_path)
+        loss_curve(ctx, {"": result.curve}, {"val": val["val_loss"]})
+        write_metrics(ctx, metrics)
     return metrics

@@ -2,6 +2,7 @@
 stage into a staging folder, commit it (manifest last), and record it all in MLflow.
 
     olmoflow stage pretrain --config tiny --input dataset=.olmoflow/store/olmo3/curate/<fp>
+    torchrun --nproc-per-node 8 -m olmoflow.cli stage pretrain ...      # every rank trains; rank 0 publishes
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import importlib
 import logging
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +21,7 @@ from olmoflow import STAGES
 from olmoflow.artifacts import Artifact, ArtifactStore, fingerprint, read_manifest
 from olmoflow.config import FlowConfig
 from olmoflow.stages.context import InputArtifact, StageContext, WorkDir
-from olmoflow.storage import is_remote, join, storage_for
+from olmoflow.storage import is_remote
 
 log = logging.getLogger("olmoflow")
 
@@ -67,30 +69,10 @@ def address(store: ArtifactStore, stage: str, cfg: FlowConfig, input_fps: dict[s
 
 
 def work_dir(store: ArtifactStore, stage: str, fp: str, uri: str) -> WorkDir:
-    """In-stage checkpoints at `{uri}.work/`; for s3:// a local mirror that uploads each finished step."""
+    """In-stage checkpoints at `{uri}.work/`; for s3:// a local staging folder, steps published to the store."""
     if not is_remote(uri):
         return WorkDir(Path(uri.removeprefix("file://") + ".work"))
-    remote = uri + ".work"
-    storage = storage_for(remote)
-    local = store.cache_dir / "work" / store.flow / stage / fp
-
-    def sync(step_dir: Path) -> None:
-        storage.upload_dir(step_dir, join(remote, step_dir.name))
-
-    def fetch_latest(local_root: Path) -> Path | None:
-        steps = sorted({k.split("/", 1)[0] for k in storage.list(remote) if k.endswith("/.complete")})
-        if not steps:
-            return None
-        target = local_root / steps[-1]
-        if not (target / ".complete").exists():
-            storage.download_dir(join(remote, steps[-1]), target)
-        return target
-
-    def prune(name: str) -> None:
-        storage.delete_prefix(join(remote, name))
-
-    return WorkDir(local, sync=sync, fetch_latest=fetch_latest, prune=prune,
-                   wipe=lambda: storage.delete_prefix(remote))
+    return WorkDir(store.cache_dir / "work" / store.flow / stage / fp, remote=uri + ".work")
 
 
 def _tracker(cfg: FlowConfig, flow_run: str | None):
@@ -109,82 +91,144 @@ def record_skipped(stage: str, cfg: FlowConfig, flow_run: str | None, why: str) 
     return StageResult(stage, "skipped")
 
 
+def _world(stage: str, mod: ModuleType):
+    """This process among torchrun's ranks; a stage that does not split its work over ranks is refused there,
+    rather than run whole on every rank."""
+    from olmoflow.train.world import World
+    world = World.current()
+    if world.size > 1 and not getattr(mod, "DISTRIBUTED", False):
+        raise StageError(f"stage {stage} runs in one process; it cannot run on {world.size} ranks (torchrun): "
+                         f"give it one node")
+    return world
+
+
+def _open_on_every_rank(world, inputs: dict[str, str], open_all):
+    """The input artifacts, opened (and verified) once per machine. Rank 0 opens them first; in a local store
+    that is the copy every rank reads. s3:// inputs download into each machine's cache: its local rank 0 fills it,
+    then the other ranks find it there."""
+    arts = world.first(open_all)
+    if world.size == 1 or not any(is_remote(u) for u in inputs.values() if u):
+        return arts
+    mine = world.all_ok(lambda: open_all() if world.local_rank == 0 and not world.lead else None)
+    rest = world.all_ok(lambda: open_all() if world.local_rank != 0 else None)
+    return mine or rest or arts
+
+
 def run_stage(stage: str, cfg: FlowConfig, inputs: dict[str, str], flow_run: str | None = None) -> StageResult:
-    """Run (or reuse) `stage` on input artifact URIs {name: uri}; `flow_run` set → log to MLflow."""
+    """Run (or reuse) `stage` on input artifact URIs {name: uri}; `flow_run` set → log to MLflow.
+
+    Under torchrun every rank resolves the same inputs and address and runs the stage (its collectives need all
+    of them); only rank 0 decides on the cache, opens the MLflow run, writes the payload, commits and logs, and
+    every rank returns rank 0's result. A rank that fails mid-stage exits, and torchrun stops the others.
+    """
     start = time.time()
     if cfg.flow.threads:
         import torch
         torch.set_num_threads(cfg.flow.threads)
     mod = stage_module(stage)
+    world = _world(stage, mod)
     store = ArtifactStore(cfg.flow.store, cfg.flow.name)
-    arts = open_inputs(stage, mod, store, inputs)
+    arts = _open_on_every_rank(world, inputs, lambda: open_inputs(stage, mod, store, inputs))
     stage_cfg = cfg.stage_config(stage)
     fp, uri = address(store, stage, cfg, {n: a.fingerprint for n, a in arts.items()})
-    tracker = _tracker(cfg, flow_run)
+    tracker = _tracker(cfg, flow_run) if world.lead else None
 
-    if store.is_complete(uri):
-        # Only the manifest: whoever reads the payload (the next stage) verifies its checksums then, so a cached
-        # multi-GB checkpoint is hashed once per run, not twice.
-        m = read_manifest(uri)
-        log.info("%s: cached at %s", stage, uri)
-        result = StageResult(stage, "cached", uri, fp, m["kind"], m.get("metrics", {}), m.get("headline", ""),
-                             time.time() - start, m)
+    if world.first(lambda: store.is_complete(uri)):
+        return world.first(lambda: _cached(stage, fp, uri, stage_cfg, tracker, start))
+
+    def open_run() -> tuple[Path, str | None]:
+        staging = store.staging_dir(stage, fp)
+        run_id = tracker.start_stage(stage, fp, uri, stage_cfg, status="running") if tracker else None
         if tracker:
-            run_id = tracker.start_stage(stage, fp, uri, stage_cfg, status="cached")
-            tracker.log_metrics(run_id, result.metrics)
-            tracker.set_tags(run_id, {"olmoflow.made_by_run": m.get("mlflow_run_id") or "",
-                                      "olmoflow.headline": result.headline,
-                                      "olmoflow.wall_s": f"{result.wall_s:.1f}"})
-            tracker.end_stage(run_id)
-        return result
+            for a in arts.values():
+                if a.kind == "dataset":
+                    tracker.log_dataset(run_id, a.uri, f"{a.stage}-{a.fingerprint}", a.fingerprint, "training")
+        return staging, run_id
 
-    staging = store.staging_dir(stage, fp)
-    stage_log = logging.FileHandler(staging / "stage.log")
-    stage_log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    log.addHandler(stage_log)
-    run_id = tracker.start_stage(stage, fp, uri, stage_cfg, status="running") if tracker else None
+    staging, run_id = world.first(open_run)
+    if not world.lead:
+        # Scratch for whatever a stage writes on every rank; only rank 0's payload is published.
+        staging = Path(tempfile.mkdtemp(prefix=f"olmoflow-{stage}-rank{world.rank}-"))
+    stage_log = None
+    if world.lead:
+        stage_log = logging.FileHandler(staging / "stage.log")
+        stage_log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        log.addHandler(stage_log)
     ctx = StageContext(
-        stage=stage, cfg=cfg, out=staging, work=work_dir(store, stage, fp, uri),
+        stage=stage, cfg=cfg, out=staging, work=work_dir(store, stage, fp, uri), lead=world.lead,
         inputs={n: InputArtifact(a.uri, a.kind, a.fingerprint, a.manifest, a.path) for n, a in arts.items()},
         metrics_sink=(lambda m, step: tracker.log_metrics(run_id, m, step)) if tracker else None,
         artifact_sink=(lambda p, sub: tracker.log_artifact(run_id, p, sub)) if tracker else None)
-    if tracker:
-        for name, a in arts.items():
-            if a.kind == "dataset":
-                tracker.log_dataset(run_id, a.uri, f"{a.stage}-{a.fingerprint}", a.fingerprint, "training")
     log.info("%s: running -> %s", stage, uri)
     try:
         metrics = {k: float(v) for k, v in (mod.run(ctx) or {}).items()}
     except BaseException:
-        log.removeHandler(stage_log)
-        stage_log.close()
+        _close_log(stage_log)
         if tracker:
             tracker.log_artifact(run_id, staging / "stage.log", None)
             tracker.set_tags(run_id, {"olmoflow.status": "failed"})
             tracker.end_stage(run_id, "FAILED")
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    log.removeHandler(stage_log)
-    stage_log.close()
-    if tracker:
-        tracker.log_artifact(run_id, staging / "stage.log", None)
-    wall = time.time() - start
-    manifest = store.commit(staging, uri, {
-        "stage": stage, "fingerprint": fp, "kind": mod.KIND,
-        "inputs": {n: {"uri": a.uri, "fingerprint": a.fingerprint} for n, a in arts.items()},
-        "config": stage_cfg, "metrics": metrics, "headline": mod.HEADLINE, "mlflow_run_id": run_id,
-        "flow_run": flow_run, "started_at": start, "wall_s": round(wall, 2)})
-    ctx.work.clear()
-    result = StageResult(stage, "ran", uri, fp, mod.KIND, metrics, mod.HEADLINE, wall, manifest)
-    if tracker:
-        import json
-        # Final metrics at the last step, so MLflow's "latest value" is the final one, not a mid-run one.
-        last = max((step for step, _ in ctx.history if step is not None), default=0)
-        tracker.log_metrics(run_id, metrics, last)
-        tracker.log_text(run_id, json.dumps(manifest, indent=2), "manifest.json")
-        tracker.log_text(run_id, json.dumps(stage_cfg, indent=2), "config.json")
-        tracker.set_tags(run_id, {"olmoflow.status": "ran", "olmoflow.headline": mod.HEADLINE,
-                                  "olmoflow.wall_s": f"{wall:.1f}"})
-        tracker.end_stage(run_id)
-    log.info("%s: done in %.1fs -> %s", stage, wall, uri)
+    _close_log(stage_log)
+    if not world.lead:
+        shutil.rmtree(staging, ignore_errors=True)
+    # Rank 0 publishes only once every rank has finished; a rank that failed has exited, and this fails.
+    world.barrier()
+
+    def publish() -> StageResult:
+        wall = time.time() - start
+        try:
+            if tracker:
+                tracker.log_artifact(run_id, staging / "stage.log", None)
+            manifest = store.commit(staging, uri, {
+                "stage": stage, "fingerprint": fp, "kind": mod.KIND,
+                "inputs": {n: {"uri": a.uri, "fingerprint": a.fingerprint} for n, a in arts.items()},
+                "config": stage_cfg, "metrics": metrics, "headline": mod.HEADLINE, "mlflow_run_id": run_id,
+                "flow_run": flow_run, "started_at": start, "wall_s": round(wall, 2)})
+        except BaseException:
+            if tracker:
+                tracker.set_tags(run_id, {"olmoflow.status": "failed"})
+                tracker.end_stage(run_id, "FAILED")
+            raise
+        ctx.work.clear()
+        if tracker:
+            import json
+            # Final metrics at the last step, so MLflow's "latest value" is the final one, not a mid-run one.
+            last = max((step for step, _ in ctx.history if step is not None), default=0)
+            tracker.log_metrics(run_id, metrics, last)
+            tracker.log_text(run_id, json.dumps(manifest, indent=2), "manifest.json")
+            tracker.log_text(run_id, json.dumps(stage_cfg, indent=2), "config.json")
+            tracker.set_tags(run_id, {"olmoflow.status": "ran", "olmoflow.headline": mod.HEADLINE,
+                                      "olmoflow.wall_s": f"{wall:.1f}"})
+            tracker.end_stage(run_id)
+        log.info("%s: done in %.1fs -> %s", stage, wall, uri)
+        return StageResult(stage, "ran", uri, fp, mod.KIND, metrics, mod.HEADLINE, wall, manifest)
+
+    result = world.first(publish)
+    if not world.lead:
+        ctx.work.clear(everywhere=False)  # this machine's copies; rank 0 dropped the store's
     return result
+
+
+def _cached(stage: str, fp: str, uri: str, stage_cfg: dict[str, Any], tracker, start: float) -> StageResult:
+    # Only the manifest: whoever reads the payload (the next stage) verifies its checksums then, so a cached
+    # multi-GB checkpoint is hashed once per run, not twice.
+    m = read_manifest(uri)
+    log.info("%s: cached at %s", stage, uri)
+    result = StageResult(stage, "cached", uri, fp, m["kind"], m.get("metrics", {}), m.get("headline", ""),
+                         time.time() - start, m)
+    if tracker:
+        run_id = tracker.start_stage(stage, fp, uri, stage_cfg, status="cached")
+        tracker.log_metrics(run_id, result.metrics)
+        tracker.set_tags(run_id, {"olmoflow.made_by_run": m.get("mlflow_run_id") or "",
+                                  "olmoflow.headline": result.headline,
+                                  "olmoflow.wall_s": f"{result.wall_s:.1f}"})
+        tracker.end_stage(run_id)
+    return result
+
+
+def _close_log(handler: logging.Handler | None) -> None:
+    if handler is not None:
+        log.removeHandler(handler)
+        handler.close()

@@ -84,6 +84,7 @@ def run_on_nodes(stage: str, cfg: FlowConfig, inputs: dict[str, str], nodes: int
 
     The output URI is known before launching (content address of config + input fingerprints), so a finished
     stage costs no GPU, and only manifests are read here: this pod never downloads a dataset or a checkpoint.
+    The job runs `olmoflow stage ... --flow-run`, so its MLflow run is nested under the flow's own parent run.
     """
     from olmoflow.artifacts import ArtifactStore, read_manifest
     from olmoflow.cluster.config import load_cluster_config
@@ -96,12 +97,9 @@ def run_on_nodes(stage: str, cfg: FlowConfig, inputs: dict[str, str], nodes: int
     fp, uri = address(store, stage, cfg, {n: read_manifest(u)["fingerprint"] for n, u in inputs.items() if u})
     status = "cached"
     if not store.is_complete(uri):
-        command = ["olmoflow", "stage", stage, "--config", to_json(cfg)]
-        for name, u in inputs.items():
-            if u:
-                command += ["--input", f"{name}={u}"]
         log.info("%s: launching on %d nodes -> %s", stage, nodes, uri)
-        (launch or launch_job)(stage_job(load_cluster_config(), stage, command, nodes, job_name(stage, fp)))
+        (launch or launch_job)(stage_job(load_cluster_config(), stage, stage_command(stage, cfg, inputs, flow_run),
+                                         nodes, job_name(stage, fp)))
         status = "ran"
     m = read_manifest(uri)  # an ArtifactError naming the URI if the job ended without publishing it
     result = StageResult(stage, status, uri, fp, m["kind"], m.get("metrics", {}), m.get("headline", ""),
@@ -109,10 +107,25 @@ def run_on_nodes(stage: str, cfg: FlowConfig, inputs: dict[str, str], nodes: int
     if flow_run:
         from olmoflow.tracking import Tracker
         tracker = Tracker(cfg.flow.name, flow_run)
-        run_id = tracker.start_stage(stage, fp, uri, stage_cfg, status=status)
-        tracker.log_metrics(run_id, result.metrics)
-        tracker.set_tags(run_id, {"olmoflow.made_by_run": m.get("mlflow_run_id") or "",
-                                  "olmoflow.headline": result.headline, "olmoflow.nodes": str(nodes),
-                                  "olmoflow.wall_s": f"{result.wall_s:.1f}"})
-        tracker.end_stage(run_id)
+        if status == "ran" and m.get("flow_run") == flow_run and m.get("mlflow_run_id"):
+            # The job logged the stage itself, nested under this flow's run (--flow-run); say how big it was.
+            tracker.set_tags(m["mlflow_run_id"], {"olmoflow.nodes": str(nodes)})
+        else:
+            run_id = tracker.start_stage(stage, fp, uri, stage_cfg, status=status)
+            tracker.log_metrics(run_id, result.metrics)
+            tracker.set_tags(run_id, {"olmoflow.made_by_run": m.get("mlflow_run_id") or "",
+                                      "olmoflow.headline": result.headline, "olmoflow.nodes": str(nodes),
+                                      "olmoflow.wall_s": f"{result.wall_s:.1f}"})
+            tracker.end_stage(run_id)
     return result
+
+
+def stage_command(stage: str, cfg: FlowConfig, inputs: dict[str, str], flow_run: str | None) -> list[str]:
+    """The `olmoflow stage` command line a job's pods run (torchrun or Ray wraps it)."""
+    command = ["olmoflow", "stage", stage, "--config", to_json(cfg)]
+    for name, u in inputs.items():
+        if u:
+            command += ["--input", f"{name}={u}"]
+    if flow_run:
+        command += ["--flow-run", flow_run]
+    return command

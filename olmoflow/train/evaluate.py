@@ -1,5 +1,8 @@
 """Held-out loss: the token mean over whole documents, and the loss at each position of long documents
-(how well the model uses context; beyond the pretraining context it shows what long-context training bought)."""
+(how well the model uses context; beyond the pretraining context it shows what long-context training bought).
+
+The model may be the trainer's sharded one (FSDP): then every rank runs the same batches (each forward gathers
+the weights collectively) and gets the same numbers, on the device the weights live on."""
 
 from __future__ import annotations
 
@@ -14,14 +17,19 @@ from olmoflow.train.losses import token_losses
 from olmoflow.train.packing import Docs
 
 
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
 @torch.no_grad()
 def mean_loss(model: nn.Module, batches: Iterable[Batch], intra_doc: bool) -> tuple[float, int]:
     """(mean cross-entropy per scored target, number of targets)."""
     was_training = model.training
     model.eval()
-    total, n = 0.0, 0
+    total, n, device = 0.0, 0, _device(model)
     for b in batches:
-        ce, _, mask = token_losses(model(b.input_ids, b.doc_ids if intra_doc else None), b.labels)
+        ids, docs, labels = (t.to(device) for t in (b.input_ids, b.doc_ids, b.labels))
+        ce, _, mask = token_losses(model(ids, docs if intra_doc else None), labels)
         total += float(ce.sum())
         n += int(mask.sum())
     model.train(was_training)
@@ -51,9 +59,9 @@ def position_losses(model: nn.Module, docs: list[np.ndarray], seq_len: int, micr
     model.eval()
     sums = torch.zeros(seq_len, dtype=torch.float64)
     for lo in range(0, len(rows), micro_batch):
-        x = torch.from_numpy(np.stack(rows[lo:lo + micro_batch]))
+        x = torch.from_numpy(np.stack(rows[lo:lo + micro_batch])).to(_device(model))
         ce, _, _ = token_losses(model(x[:, :-1]), x[:, 1:])
-        sums += ce.double().sum(0)
+        sums += ce.double().sum(0).cpu()
     model.train(was_training)
     return (sums / len(rows)).numpy()
 

@@ -13,6 +13,7 @@ global batch in tokens is the same for any world size, so the loss curve does no
 
 from __future__ import annotations
 
+import pickle
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,12 +25,13 @@ from olmoflow.model import Olmo3
 from olmoflow.model.flops import flops_per_token
 from olmoflow.stages.context import StageContext
 from olmoflow.train import dist_checkpoint, parallel
+from olmoflow.train.averaging import WeightSum
 from olmoflow.train.config import TrainConfig
 from olmoflow.train.loader import TokenLoader
 from olmoflow.train.losses import loss_sums
 from olmoflow.train.mfu import peak_flops
 from olmoflow.train.optim import build_optimizer
-from olmoflow.train.resume import Resumer, rng_state, set_rng_state
+from olmoflow.train.resume import ResumeError, Resumer, rng_state, set_rng_state
 from olmoflow.train.schedule import lr_factor
 from olmoflow.train.skip import SpikeDetector
 from olmoflow.train.world import World
@@ -69,43 +71,69 @@ class Trainer:
         self.curve: list[tuple[int, float]] = []
         self.extra: dict[str, Any] = {}
         """Stage state that must survive a kill (a soup's finished runs); saved with every checkpoint."""
+        self.sums: dict[str, WeightSum] = {}
+        """Running sums of the weights, sharded like them, saved with every checkpoint (DCP): "average" for
+        `average_last`, and whatever a stage adds (a soup of earlier runs)."""
         saves = [s for s in range(1, cfg.steps + 1) if s % cfg.checkpoint_every == 0 or s == cfg.steps]
         self.average_at = set(saves[-average_last:]) if average_last else set()
-        self.weight_sum: dict[str, torch.Tensor] | None = None
+        if average_last:
+            self.sums["average"] = WeightSum()
 
     # ---- state ------------------------------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything but the model and optimizer (those go through dist_checkpoint); the same on every rank."""
+        """Everything but the DCP part (model, optimizer, RNG, weight sums); the same on every rank."""
         return {"step": self.step, "loader": self.loader.state_dict(), "skip": self.skip.state_dict(),
-                "rng": rng_state(), "curve": list(self.curve), "weight_sum": self.weight_sum, "extra": self.extra}
+                "curve": list(self.curve), "sums": {n: s.count for n, s in self.sums.items()}, "extra": self.extra}
+
+    def dcp_extra(self) -> dict[str, Any]:
+        """What goes into the DCP checkpoint besides model and optimizer: this rank's RNG states under its own
+        key (ranks draw different numbers), and the running weight sums (sharded like the model)."""
+        extra: dict[str, Any] = {f"rng.rank{self.world.rank}": pickle.dumps(rng_state())}
+        extra.update({f"sum.{n}": s.tensors for n, s in self.sums.items() if s.count})
+        return extra
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """`state` as `Resumer.latest()` returns it; collective (every rank calls it)."""
-        dist_checkpoint.load(state["folder"], self.model, self.opt)
+        folder = state["folder"]
+        saved = dist_checkpoint.saved_keys(folder)
+        # A world larger than the one that saved: the new ranks start from rank 0's RNG states.
+        rng_key = f"rng.rank{self.world.rank}" if f"rng.rank{self.world.rank}" in saved else "rng.rank0"
+        if rng_key not in saved:
+            raise ResumeError(f"in-stage checkpoint {folder} holds no RNG states (written by an older olmoflow); "
+                              f"delete it to start the stage over")
+        counts = {n: int(c) for n, c in state["sums"].items() if c}
+        for name in counts:
+            self.sums.setdefault(name, WeightSum())
+        template = {rng_key: b"", **{f"sum.{n}": self.sums[n].template(self.model) for n in counts}}
+        loaded = dist_checkpoint.load(folder, self.model, self.opt, template)
+        set_rng_state(pickle.loads(loaded[rng_key]))
+        for name, count in counts.items():
+            self.sums[name].restore(loaded[f"sum.{name}"], count)
         self.step = int(state["step"])
         self.loader.load_state_dict(state["loader"])
         self.skip.load_state_dict(state["skip"])
-        set_rng_state(state["rng"])
         self.curve = list(state["curve"])
-        self.weight_sum = state["weight_sum"]
         self.extra = state["extra"]
 
-    def full_model(self) -> nn.Module:
-        """The trained model as a plain, unsharded Olmo3 on the CPU (on every rank), for evaluation and export;
-        collective under FSDP. One process without activation checkpointing returns the model itself."""
+    def export_model(self) -> Olmo3 | None:
+        """The trained model as a plain, unsharded Olmo3 on the CPU of rank 0, to write as the payload; None on
+        the other ranks. Collective under FSDP. One process without activation checkpointing returns the model
+        itself."""
         if not self.wrapped:
             return self.model
         weights = dist_checkpoint.full_model_state(self.model)
+        if not self.world.lead:
+            return None
         with torch.device("meta"):
             plain = Olmo3(self.model.cfg)
         plain.load_state_dict(weights, assign=True)
         return plain
 
-    def averaged_weights(self) -> dict[str, torch.Tensor]:
-        """Mean of the weights at the last `average_last` checkpoints (Olmo 3 32B's long-context average)."""
-        assert self.weight_sum is not None, "average_last was 0 or the run has not finished"
-        return {k: v / len(self.average_at) for k, v in self.weight_sum.items()}
+    def average(self) -> None:
+        """Set the (sharded) model to the mean of its weights at the last `average_last` checkpoints (Olmo 3 32B's
+        long-context average)."""
+        self.sums["average"].mean_into(self.model)
 
     # ---- one step ---------------------------------------------------------------------------------------------
 
@@ -138,16 +166,6 @@ class Trainer:
         return {"loss": loss, "z_loss": cfg.z_loss * float(sums[1]), "lr": lr, "grad_norm": grad_norm,
                 "skipped_steps": float(self.skip.skipped)}
 
-    def _accumulate_average(self) -> None:
-        # Full (unsharded) tensors, so the sum is rank-count independent and rank 0's state.pt holds all of it.
-        full = dist_checkpoint.full_model_state(self.model) if self.wrapped else self.model.state_dict()
-        weights = {k: v.detach().clone() for k, v in full.items() if v.is_floating_point()}
-        if self.weight_sum is None:
-            self.weight_sum = weights
-        else:
-            for k, v in weights.items():
-                self.weight_sum[k] += v
-
     # ---- the loop ---------------------------------------------------------------------------------------------
 
     def fit(self) -> TrainResult:
@@ -163,7 +181,7 @@ class Trainer:
             interval_steps += 1
             train_steps += 1
             if self.step in self.average_at:
-                self._accumulate_average()
+                self.sums["average"].add(self.model)
             if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                 elapsed = time.perf_counter() - interval_start - busy
                 train_time += elapsed
@@ -173,7 +191,8 @@ class Trainer:
                 interval_start, interval_steps, busy = time.perf_counter(), 0, 0.0
             if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
                 saving = time.perf_counter()
-                self.resumer.save(self.step_offset + self.step, self.state_dict(), self.model, self.opt)
+                self.resumer.save(self.step_offset + self.step, self.state_dict(), self.model, self.opt,
+                                  self.dcp_extra())
                 busy += time.perf_counter() - saving
         recent = [loss for _, loss in self.curve[-cfg.log_every:]]
         wall = train_time or (time.perf_counter() - train_start)

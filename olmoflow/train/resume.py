@@ -1,20 +1,23 @@
 """In-stage checkpoints: everything a killed stage needs to continue bit for bit, in `ctx.work` step folders.
 
-A step folder holds `dcp/` (model and optimizer through torch.distributed.checkpoint, olmoflow/train/
-dist_checkpoint.py), `state.pt` (loader position, skip-step history, RNG states, stage extras: the same on every
-rank) and `meta.json` (stage name, a hash of the stage's resolved config and input fingerprints, step).
-A folder written by another stage or config is refused, naming both sides, rather than silently mixing runs.
+A step folder holds `dcp/` (model, optimizer, each rank's RNG states and any running weight sums, through
+torch.distributed.checkpoint: olmoflow/train/dist_checkpoint.py), `state.pt` (loader position, skip-step
+history, stage extras: the same on every rank) and `meta.json` (stage name, a hash of the stage's resolved config
+and input fingerprints, step). A folder written by another stage or config is refused, naming both sides, rather
+than silently mixing runs.
 
-With several ranks, rank 0 alone drives `WorkDir` (it owns the folder and its commit, so ranks never race on
-rename or pruning) and tells the others which folder to write their shards into; ranks share one filesystem.
+With several ranks, rank 0 drives `WorkDir`: it opens the step's folder and tells the others its path, every rank
+writes its DCP shards into it, each uploads its own shards when the store is remote (nodes then share no disk),
+and rank 0 writes the rest and commits the step after all have. On resume rank 0 picks the newest complete step
+and each machine's local rank 0 brings it to that machine's disk.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import random
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from olmoflow.stages.context import StageContext
+from olmoflow.stages.context import COMPLETE, StageContext
 from olmoflow.train import dist_checkpoint
 from olmoflow.train.world import World
 
@@ -38,13 +41,20 @@ def config_hash(ctx: StageContext) -> str:
 
 
 def rng_state() -> dict[str, Any]:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """This process's RNG states: CPU torch, numpy, Python, and every visible GPU's when there is CUDA."""
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     np.random.set_state(state["numpy"])
     random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        # A machine with fewer GPUs than the one that saved takes the states of the GPUs it has.
+        torch.cuda.set_rng_state_all(state["cuda"][:torch.cuda.device_count()])
 
 
 class Resumer:
@@ -55,29 +65,50 @@ class Resumer:
         self.world = world or World.current()
 
     def latest(self) -> dict[str, Any] | None:
-        """The newest in-stage state of this very run (its `folder` holds the model and optimizer for
-        `dist_checkpoint.load`), or None when the stage starts fresh."""
-        found = self.work.latest() if self.world.rank == 0 else None
-        folder: Path | None = self.world.broadcast(found)
-        if folder is None:
+        """The newest in-stage state of this very run (its `folder` holds the DCP checkpoint for
+        `dist_checkpoint.load`), or None when the stage starts fresh. Collective."""
+        world = self.world
+        name = world.first(self.work.latest_name)
+        if name is None:
             return None
+        # Rank 0 brings the step to its disk first; then the local rank 0 of every other machine, which finds it
+        # already there when the machines share a disk.
+        folder = world.first(lambda: self.work.fetch(name))
+        world.all_ok(lambda: self.work.fetch(name) if world.local_rank == 0 and not world.lead else None)
+        world.all_ok(lambda: _check_complete(folder))
         meta = json.loads((folder / "meta.json").read_text())
         if (meta["stage"], meta["config_hash"]) != (self.stage, self.hash):
             raise ResumeError(
                 f"resume folder {folder} was written by stage {meta['stage']!r} with config hash "
                 f"{meta['config_hash']}, but this run is stage {self.stage!r} with config hash {self.hash}; "
-                f"delete {folder.parent} or run with the config that wrote it")
+                f"delete {self.work.remote or folder.parent} or run with the config that wrote it")
         return {**torch.load(folder / "state.pt", weights_only=False), "folder": folder}
 
-    def save(self, step: int, state: dict[str, Any], model: nn.Module, opt: torch.optim.Optimizer) -> None:
-        """Collective: every rank calls it; `state` is the rank-independent rest of the trainer's state."""
-        lead = self.world.rank == 0
-        with self.work.saving(step) if lead else contextlib.nullcontext() as mine:
-            d: Path = self.world.broadcast(mine)
-            dist_checkpoint.save(d, model, opt)
-            if lead:
-                torch.save(state, d / "state.pt")
-                (d / "meta.json").write_text(json.dumps(
-                    {"stage": self.stage, "config_hash": self.hash, "step": step}, indent=2))
-        # Nobody runs ahead (and might read `latest()`) before rank 0 has committed the folder.
-        self.world.barrier()
+    def save(self, step: int, state: dict[str, Any], model: nn.Module, opt: torch.optim.Optimizer,
+             extra: dict[str, Any] | None = None) -> None:
+        """Collective: every rank calls it; `state` is the rank-independent rest of the trainer's state, `extra`
+        goes into the DCP checkpoint (sharded tensors, this rank's own keys)."""
+        world = self.world
+        folder: Path = world.first(lambda: self.work.begin(step))
+        folder.mkdir(parents=True, exist_ok=True)  # on a machine that does not share rank 0's disk
+        for stale in dist_checkpoint.own_files(folder, world.rank):  # a killed save's, which share would upload
+            stale.unlink()
+        dist_checkpoint.save(folder, model, opt, extra)
+        world.all_ok(lambda: self.work.share(step, folder, dist_checkpoint.own_files(folder, world.rank)))
+
+        def commit() -> None:
+            torch.save(state, folder / "state.pt")
+            (folder / "meta.json").write_text(json.dumps(
+                {"stage": self.stage, "config_hash": self.hash, "step": step}, indent=2))
+            self.work.commit(step, folder)
+
+        world.first(commit)
+        if not world.lead:
+            # What another machine staged for this step is in the store now (rank 0 already moved or removed
+            # its own copy, so on a shared disk this finds nothing).
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _check_complete(folder: Path) -> None:
+    if not (folder / COMPLETE).exists():
+        raise FileNotFoundError(f"in-stage checkpoint {folder} is not on this machine")

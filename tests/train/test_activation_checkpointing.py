@@ -40,7 +40,7 @@ def test_gradients_and_weights_equal_with_and_without_checkpointing(tmp_path):
     for name, g in off.items():
         assert torch.equal(g, on[name]), name
 
-    exported = checkpointed.full_model()
+    exported = checkpointed.export_model()
     assert type(exported) is Olmo3 and not any(WRAPPER in k for k in exported.state_dict())
     for name, w in plain.model.state_dict().items():
         assert torch.equal(w, exported.state_dict()[name]), name

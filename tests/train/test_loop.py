@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from kit import Stop, stop_at
 from olmoflow.train.evaluate import val_losses
 from olmoflow.train.losses import loss_sums
 from olmoflow.train.packing import IGNORE
-from olmoflow.train.resume import ResumeError, Resumer
+from olmoflow.train.resume import ResumeError, Resumer, rng_state, set_rng_state
 from trainkit import VOCAB, make_trainer, markov_docs, resume_and_fit
 
 HERE = Path(__file__).parent
@@ -86,7 +87,7 @@ def test_interrupted_run_resumes_bitwise(tmp_path):
     ctx.metrics_sink = stop_at(6)  # the checkpoint at step 4 survives; steps 5-6 are lost
     with pytest.raises(Stop):
         resume_and_fit(ctx, first)
-    assert [p.name for p in ctx.work.steps()] == ["step-000004"]
+    assert ctx.work.steps() == ["step-000004"]
 
     _, second = make_trainer(tmp_path / "run")
     result = resume_and_fit(None, second)
@@ -134,6 +135,31 @@ def test_checkpoint_of_another_stage_or_config_is_refused(tmp_path):
     with pytest.raises(ResumeError, match=f"config hash {written}, but this run is stage 'pretrain' with config hash "
                                           f"{Resumer(other_cfg).hash}"):
         Resumer(other_cfg).latest()
+
+
+def test_cuda_rng_states_travel_with_the_checkpoint(monkeypatch):
+    # No GPU here: torch.cuda's RNG calls are stood in for, to check what is saved and what is given back.
+    saved, restored = [torch.tensor([1, 2], dtype=torch.uint8), torch.tensor([3, 4], dtype=torch.uint8)], []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: saved)
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", restored.append)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    state = pickle.loads(pickle.dumps(rng_state()))  # as the DCP checkpoint stores it
+    assert [s.tolist() for s in state["cuda"]] == [[1, 2], [3, 4]]
+    set_rng_state(state)
+    assert [[s.tolist() for s in r] for r in restored] == [[[1, 2]]]  # the one GPU this machine has
+    restored.clear()
+    set_rng_state({k: v for k, v in state.items() if k != "cuda"})  # a checkpoint written without CUDA
+    assert restored == []
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_rng_state_round_trip_on_a_gpu():
+    state = pickle.loads(pickle.dumps(rng_state()))
+    first = torch.rand(4, device="cuda")
+    set_rng_state(state)
+    assert torch.equal(torch.rand(4, device="cuda"), first)
 
 
 def spiky_run(root: Path, spike_at: int | None):
