@@ -45,7 +45,9 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
 bench: data
+	$(BIN)/pip install -q --no-deps -r requirements-bench.txt
 	$(BIN)/python bench/train_step.py
+	$(BIN)/python bench/dedup.py
 
 compile: $(STAMP)
 	$(BIN)/olmoflow compile
