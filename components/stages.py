@@ -1,12 +1,15 @@
 """One KFP component per stage. Each is a thin wrapper: the library (olmoflow.stages.task) does the work, the
 component only declares the task's inputs and outputs so the KFP UI shows the flow's shape and data lineage.
 
+Every component takes the run's parameters (config, overrides, start/stop/init, flow_run) and the stage's pool
+(nodes, gpus_per_node, node_selector, tolerations, image): a task on one node ignores the pool, as its pod already
+has it; a task given more nodes launches a job with it (olmoflow.stages.task.run_on_nodes).
+
 KFP reads the annotations at import time (so no `from __future__ import annotations`) and turns each function's
 source into a task program, so imports live inside the bodies, and the bodies cannot share a helper: they stay one
 call long on purpose.
 """
 
-import os
 from typing import List
 
 from kfp import dsl
@@ -14,8 +17,9 @@ from kfp.dsl import Dataset, Input, Markdown, Metrics, Model, Output
 
 from olmoflow import __version__
 
-TRAINER_IMAGE = os.environ.get("OLMOFLOW_TRAINER_IMAGE", f"olmoflow/trainer:{__version__}")
-CURATE_IMAGE = os.environ.get("OLMOFLOW_CURATE_IMAGE", f"olmoflow/curate:{__version__}")
+# The images a task's pod starts from; the pipeline sets the tag per run (its image_tag parameter).
+TRAINER_IMAGE = f"olmoflow/trainer:{__version__}"
+CURATE_IMAGE = f"olmoflow/curate:{__version__}"
 
 
 def _component(image: str):
@@ -26,62 +30,87 @@ def _component(image: str):
 
 @_component(CURATE_IMAGE)
 def curate(config: str, overrides: List[str], start: str, stop: str, init: str, flow_run: str, job_id: str,
+           nodes: int, gpus_per_node: int, node_selector: dict, tolerations: list, image: str,
            dataset: Output[Dataset], metrics: Output[Metrics]):
     from olmoflow.stages.task import run_task
-    run_task("curate", config, overrides, start, stop, init, flow_run, job_id, {}, dataset, metrics)
+    run_task("curate", config, overrides, start, stop, init, flow_run, job_id,
+             {}, dataset, metrics,
+             pool=dict(nodes=nodes, gpus_per_node=gpus_per_node, node_selector=node_selector,
+                       tolerations=tolerations, image=image))
 
 
 @_component(TRAINER_IMAGE)
 def pretrain(config: str, overrides: List[str], start: str, stop: str, init: str, flow_run: str, job_id: str,
+             nodes: int, gpus_per_node: int, node_selector: dict, tolerations: list, image: str,
              dataset: Input[Dataset], checkpoint: Output[Model], metrics: Output[Metrics]):
     from olmoflow.stages.task import run_task
-    run_task("pretrain", config, overrides, start, stop, init, flow_run, job_id, {"dataset": dataset},
-             checkpoint, metrics)
+    run_task("pretrain", config, overrides, start, stop, init, flow_run, job_id,
+             {"dataset": dataset}, checkpoint, metrics,
+             pool=dict(nodes=nodes, gpus_per_node=gpus_per_node, node_selector=node_selector,
+                       tolerations=tolerations, image=image))
 
 
 @_component(TRAINER_IMAGE)
 def midtrain(config: str, overrides: List[str], start: str, stop: str, init: str, flow_run: str, job_id: str,
+             nodes: int, gpus_per_node: int, node_selector: dict, tolerations: list, image: str,
              dataset: Input[Dataset], model: Input[Model], checkpoint: Output[Model], metrics: Output[Metrics]):
     from olmoflow.stages.task import run_task
     run_task("midtrain", config, overrides, start, stop, init, flow_run, job_id,
-             {"dataset": dataset, "checkpoint": model}, checkpoint, metrics)
+             {"dataset": dataset, "checkpoint": model}, checkpoint, metrics,
+             pool=dict(nodes=nodes, gpus_per_node=gpus_per_node, node_selector=node_selector,
+                       tolerations=tolerations, image=image))
 
 
 @_component(TRAINER_IMAGE)
 def long_context(config: str, overrides: List[str], start: str, stop: str, init: str, flow_run: str, job_id: str,
+                 nodes: int, gpus_per_node: int, node_selector: dict, tolerations: list, image: str,
                  dataset: Input[Dataset], model: Input[Model], checkpoint: Output[Model], metrics: Output[Metrics]):
     from olmoflow.stages.task import run_task
     run_task("long-context", config, overrides, start, stop, init, flow_run, job_id,
-             {"dataset": dataset, "checkpoint": model}, checkpoint, metrics)
+             {"dataset": dataset, "checkpoint": model}, checkpoint, metrics,
+             pool=dict(nodes=nodes, gpus_per_node=gpus_per_node, node_selector=node_selector,
+                       tolerations=tolerations, image=image))
 
 
 @_component(TRAINER_IMAGE)
 def sft(config: str, overrides: List[str], start: str, stop: str, init: str, flow_run: str, job_id: str,
+        nodes: int, gpus_per_node: int, node_selector: dict, tolerations: list, image: str,
         dataset: Input[Dataset], model: Input[Model], checkpoint: Output[Model], metrics: Output[Metrics]):
     from olmoflow.stages.task import run_task
     run_task("sft", config, overrides, start, stop, init, flow_run, job_id,
-             {"dataset": dataset, "checkpoint": model}, checkpoint, metrics)
+             {"dataset": dataset, "checkpoint": model}, checkpoint, metrics,
+             pool=dict(nodes=nodes, gpus_per_node=gpus_per_node, node_selector=node_selector,
+                       tolerations=tolerations, image=image))
 
 
 @_component(TRAINER_IMAGE)
 def dpo(config: str, overrides: List[str], start: str, stop: str, init: str, flow_run: str, job_id: str,
+        nodes: int, gpus_per_node: int, node_selector: dict, tolerations: list, image: str,
         dataset: Input[Dataset], model: Input[Model], checkpoint: Output[Model], metrics: Output[Metrics]):
     from olmoflow.stages.task import run_task
     run_task("dpo", config, overrides, start, stop, init, flow_run, job_id,
-             {"dataset": dataset, "checkpoint": model}, checkpoint, metrics)
+             {"dataset": dataset, "checkpoint": model}, checkpoint, metrics,
+             pool=dict(nodes=nodes, gpus_per_node=gpus_per_node, node_selector=node_selector,
+                       tolerations=tolerations, image=image))
 
 
 @_component(TRAINER_IMAGE)
 def rlvr(config: str, overrides: List[str], start: str, stop: str, init: str, flow_run: str, job_id: str,
+         nodes: int, gpus_per_node: int, node_selector: dict, tolerations: list, image: str,
          dataset: Input[Dataset], model: Input[Model], checkpoint: Output[Model], metrics: Output[Metrics]):
     from olmoflow.stages.task import run_task
     run_task("rlvr", config, overrides, start, stop, init, flow_run, job_id,
-             {"dataset": dataset, "checkpoint": model}, checkpoint, metrics)
+             {"dataset": dataset, "checkpoint": model}, checkpoint, metrics,
+             pool=dict(nodes=nodes, gpus_per_node=gpus_per_node, node_selector=node_selector,
+                       tolerations=tolerations, image=image))
 
 
 @_component(TRAINER_IMAGE)
 def evaluate(config: str, overrides: List[str], start: str, stop: str, init: str, flow_run: str, job_id: str,
+             nodes: int, gpus_per_node: int, node_selector: dict, tolerations: list, image: str,
              dataset: Input[Dataset], model: Input[Model], report: Output[Markdown], metrics: Output[Metrics]):
     from olmoflow.stages.task import run_task
     run_task("eval", config, overrides, start, stop, init, flow_run, job_id,
-             {"dataset": dataset, "checkpoint": model}, report, metrics)
+             {"dataset": dataset, "checkpoint": model}, report, metrics,
+             pool=dict(nodes=nodes, gpus_per_node=gpus_per_node, node_selector=node_selector,
+                       tolerations=tolerations, image=image))

@@ -66,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub_.add_argument("--from", dest="start", default="curate", metavar="STAGE", help="first stage")
     sub_.add_argument("--to", dest="stop", default="eval", metavar="STAGE", help="last stage")
     sub_.add_argument("--init", default="", metavar="URI", help="artifact fed to the --from stage")
+    sub_.add_argument("--nodes", action="append", default=[], metavar="STAGE=N",
+                      help="run STAGE as an N-node job (repeatable); default: the pipeline's")
+    sub_.add_argument("--gpus-per-node", type=int, default=None, metavar="N", help="GPUs per node of every GPU stage")
+    sub_.add_argument("--image-tag", default=None, metavar="TAG", help="tag of the olmoflow images to run")
     sub_.add_argument("--pipeline", default="olmo3-model-flow", help="pipeline name in the KFP UI")
     sub_.add_argument("--package", default=str(REPO_ROOT / "pipelines" / "model_flow.yaml"),
                       help="compiled pipeline YAML to upload")
@@ -149,7 +153,9 @@ def cmd_compile(args) -> int:
 def cmd_submit(args) -> int:
     from olmoflow.cluster.register import kfp_client
     from olmoflow.submit import run_name, run_params, submit
-    params = run_params(args.config, args.overrides, args.start, args.stop, args.init)
+    from olmoflow.submit import pool_params
+    params = {**run_params(args.config, args.overrides, args.start, args.stop, args.init),
+              **pool_params(args.nodes, args.gpus_per_node, args.image_tag)}
     uploaded, run_id = submit(kfp_client(args.host, args.namespace), Path(args.package), args.pipeline, params,
                               run_name(args.config, args.start, args.stop), args.experiment)
     print(uploaded)

@@ -27,9 +27,31 @@ def load_pipeline():
 
 
 def compile_pipeline(output: str | Path) -> str:
-    from kfp import compiler
-    compiler.Compiler().compile(load_pipeline(), str(output))
-    return str(output)
+    from olmoflow.pipeline_compile import compile_ir
+    return str(compile_ir(output))
+
+
+def _oneof_artifacts() -> None:
+    """Teach kfp.local what the KFP backend already does: a `dsl.OneOf` of artifacts (the pipeline's one-node /
+    multi-node branches of a stage) resolves to the output of whichever branch ran. kfp.local (2.17) handles OneOf
+    for parameters only and rejects an artifact selector with more than one candidate."""
+    from kfp.local.orchestrator.orchestrator_utils import OrchestratorUtils
+
+    def get_dag_output_artifacts(cls, dag_outputs_spec, io_store):
+        outputs = {}
+        for key, spec in dag_outputs_spec.artifacts.items():
+            found = []
+            for sel in spec.artifact_selectors:
+                try:
+                    found.append(io_store.get_task_output(sel.producer_subtask, sel.output_artifact_key))
+                except (KeyError, ValueError):  # that branch did not run
+                    continue
+            if len(found) != 1:
+                raise ValueError(f"dsl.OneOf output {key!r}: {len(found)} branches produced it, expected 1")
+            outputs[key] = found[0]
+        return outputs
+
+    OrchestratorUtils.get_dag_output_artifacts = classmethod(get_dag_output_artifacts)
 
 
 class _KfpNoise(io.TextIOBase):
@@ -90,6 +112,7 @@ def run_flow(cfg: FlowConfig, start: str = "curate", stop: str = "eval", init: s
     tracker.log_text(parent, to_json(cfg), "flow_config.json")
     print(f"olmoflow: flow run {flow_run} ({', '.join(plan.ordered())}) — store {cfg.flow.store}", flush=True)
 
+    _oneof_artifacts()
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=".olmoflow/kfp",
                raise_on_error=True)
     model_flow = load_pipeline()

@@ -10,7 +10,10 @@ both stores show the same version for the same pipeline.
 
 from __future__ import annotations
 
+import ast
+import re
 from pathlib import Path
+from typing import Any
 
 from olmoflow import __version__
 from olmoflow.cluster.register import version_name
@@ -31,11 +34,34 @@ def pipeline(settings: PipelineSettings | None = None):
     return build(settings or PipelineSettings())
 
 
+def _sorted(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _sorted(value[k]) for k in sorted(value)}
+    return [_sorted(v) for v in value] if isinstance(value, list) else value
+
+
+_DEFAULT = re.compile(r"^(#\s+\w+: \w+ \[Default: )(.*)\]$")
+
+
+def stable_header(path: Path) -> Path:
+    """KFP's header comment prints dict defaults (the GPU tolerations) with keys in a per-process order; sort them
+    so the same pipeline compiles to the same bytes, which the version name (sha256 of the file) relies on."""
+    lines = path.read_text().split("\n")
+    for i, line in enumerate(lines):
+        if not line.startswith("#"):
+            break
+        m = _DEFAULT.match(line)
+        if m and m.group(2)[:1] in "[{":
+            lines[i] = f"{m.group(1)}{_sorted(ast.literal_eval(m.group(2)))!r}]"
+    path.write_text("\n".join(lines))
+    return path
+
+
 def compile_ir(output: str | Path, settings: PipelineSettings | None = None) -> Path:
     from kfp import compiler
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     compiler.Compiler().compile(pipeline(settings), str(output))
-    return Path(output)
+    return stable_header(Path(output))
 
 
 def compile_k8s(ir: Path, out_dir: str | Path, settings: PipelineSettings | None = None,

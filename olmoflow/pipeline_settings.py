@@ -1,15 +1,17 @@
-"""The Kubernetes side of every pipeline task, in one place: GPUs, the GPU pool, requests, retries, timeouts, and the
-chart's Secret and ConfigMap. `apply_settings(task, stage, settings)` decorates a task in pipelines/model_flow.py.
+"""The Kubernetes side of every pipeline task, in one place: GPUs, the GPU pool, requests, retries, timeouts, images,
+and the chart's Secret and ConfigMap. `apply_settings(task, stage, settings, ...)` decorates a task in
+pipelines/model_flow.py.
 
-These are compile-time settings, not pipeline parameters: KFP 2.17 takes a runtime parameter for the accelerator
-limit and CPU/memory, but a node selector or toleration from a parameter must be a whole JSON object typed in the UI,
-and a Secret/ConfigMap name belongs to the install, not to a run. So they are baked into `olmoflow compile` from
-`PipelineSettings` (defaults = the chart's values.yaml for release `olmoflow`), or from the chart's own cluster.json:
+What a researcher may change per run is a pipeline parameter (the KFP UI's run form): the image tag, GPUs per node,
+the GPU pool's node selector and tolerations (as JSON), and nodes per stage. `PipelineSettings` gives those their
+defaults, and holds what belongs to the install rather than to a run: the GPU resource name, requests, retries, the
+timeout, and the Secret/ConfigMap names. `olmoflow compile` bakes them from defaults (= the chart's values.yaml for
+release `olmoflow`), a settings YAML, or the chart's own cluster.json:
 
-    olmoflow compile --cluster-config cluster.json      # gpuPool, S3 Secret and timeout as the chart renders them
+    olmoflow compile --cluster-config cluster.json      # gpuPool, images, S3 Secret and timeout as the chart renders them
 
-kfp.local ignores the resource and Kubernetes settings (it warns about resources, which `olmoflow run` filters) but
-does set plain env vars; that is harmless, as only a multi-node task ($OLMOFLOW_NODES, never set by default) reads
+kfp.local ignores the resource and Kubernetes settings (it warns about resources, which `olmoflow run` filters) and
+the image; it does set plain env vars, which is harmless: only a task given more than one node reads
 $OLMOFLOW_CLUSTER_CONFIG.
 """
 
@@ -21,7 +23,7 @@ from typing import Any
 import yaml
 from pydantic import Field, ValidationError, field_validator
 
-from olmoflow import STAGES
+from olmoflow import STAGES, __version__
 from olmoflow._base import Section
 from olmoflow.cluster.config import CLUSTER_CONFIG_ENV, ClusterConfig, Toleration, load_cluster_config
 
@@ -31,9 +33,6 @@ GPU_STAGES = frozenset(STAGES) - {"curate"}
 CLUSTER_MOUNT = "/etc/olmoflow"
 """Where the cluster ConfigMap is mounted in every task pod; cluster.json is OLMOFLOW_CLUSTER_CONFIG."""
 
-NODES_ENV = "OLMOFLOW_NODES"
-"""Set on a stage's task pod when it spans nodes: the pod then launches a job instead of running the stage."""
-
 # Keys of the chart's ConfigMap (templates/configmap-cluster.yaml) that become env vars of every task; the last two
 # are rendered only when set in values.yaml, so they are read as optional.
 CONFIG_MAP_ENV = ("OLMOFLOW_STORE", "MLFLOW_TRACKING_URI")
@@ -41,7 +40,21 @@ CONFIG_MAP_OPTIONAL_ENV = ("AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION")
 S3_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 
 
+def split_image(image: str) -> tuple[str, str]:
+    """("registry:5000/team/trainer", "0.1.0") of "registry:5000/team/trainer:0.1.0"; no tag = ("...", "latest")."""
+    repo, sep, tag = image.rpartition(":")
+    if not sep or "/" in tag:  # the colon belonged to a registry port
+        return image, "latest"
+    return repo, tag
+
+
 class PipelineSettings(Section):
+    trainer_image: str = "olmoflow/trainer"
+    """Repository of the training image (images.trainer); the run's image_tag parameter picks the tag."""
+    curate_image: str = "olmoflow/curate"
+    """Repository of the curate image (images.curate)."""
+    image_tag: str = __version__
+    """Default of the image_tag parameter: the package version, as `make images` tags them."""
     cluster_config_map: str = "olmoflow-cluster"
     """The chart's ConfigMap (`<release>-cluster`): cluster.json plus OLMOFLOW_STORE / MLFLOW_TRACKING_URI env."""
     s3_secret: str = "olmoflow-s3"
@@ -50,11 +63,11 @@ class PipelineSettings(Section):
     gpu_resource: str = "nvidia.com/gpu"
     """Extended resource a GPU task requests (gpuPool.gpuResource)."""
     gpus_per_node: int = Field(8, ge=1)
-    """GPUs a single-node GPU task requests (gpuPool.gpusPerNode)."""
+    """Default of the gpus_per_node parameter: GPUs a GPU task (or each node of a job) requests (gpuPool.gpusPerNode)."""
     node_selector: dict[str, str] = {}
-    """Labels of the GPU pool (gpuPool.nodeSelector)."""
+    """Default of the gpu_node_selector parameter: labels of the GPU pool (gpuPool.nodeSelector)."""
     tolerations: list[Toleration] = [Toleration(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")]
-    """Tolerations for the GPU pool's taints (gpuPool.tolerations)."""
+    """Default of the gpu_tolerations parameter: tolerations for the GPU pool's taints (gpuPool.tolerations)."""
     gpu_cpu: str = ""
     """CPU request of a GPU task (gpuPool.cpu); empty = none."""
     gpu_memory: str = ""
@@ -64,8 +77,8 @@ class PipelineSettings(Section):
     memory: str = "8Gi"
     """Memory request of a CPU or launcher task."""
     nodes: dict[str, int] = {}
-    """Nodes per stage, e.g. {pretrain: 16}; absent = 1. A stage on >1 node runs as a TrainJob/PyTorchJob/RayJob
-    (olmoflow.cluster) and its task pod only launches and waits, so it requests no GPU."""
+    """Defaults of the nodes_{stage} parameters, e.g. {pretrain: 16}; absent = 1. A stage on >1 node runs as a
+    TrainJob/PyTorchJob/RayJob (olmoflow.cluster) and its task pod only launches and waits, so it requests no GPU."""
     retries: int = Field(3, ge=0)
     """Retries of a failed task (spot preemption, node loss); a retried stage resumes from its in-stage checkpoint."""
     backoff: str = "60s"
@@ -88,10 +101,20 @@ class PipelineSettings(Section):
     def stage_nodes(self, stage: str) -> int:
         return self.nodes.get(stage, 1)
 
+    def image(self, stage: str) -> str:
+        """The image repository of a stage's task (and of its job)."""
+        return self.curate_image if stage == "curate" else self.trainer_image
+
+    def toleration_list(self) -> list[dict[str, str]]:
+        """Keys sorted: the compiled YAML prints this default, and must come out the same from every path."""
+        return [dict(sorted(t.manifest().items())) for t in self.tolerations]
+
 
 def from_cluster_config(cluster: ClusterConfig, **overrides: Any) -> PipelineSettings:
     """Settings that agree with the chart's cluster.json (the GPU pool, the S3 Secret, the timeout)."""
-    values: dict[str, Any] = dict(gpu_resource=cluster.gpu_resource, gpus_per_node=max(cluster.gpus_per_node, 1),
+    (trainer, tag), (curate, _) = split_image(cluster.trainer_image), split_image(cluster.curate_image)
+    values: dict[str, Any] = dict(trainer_image=trainer, curate_image=curate, image_tag=tag,
+                                  gpu_resource=cluster.gpu_resource, gpus_per_node=max(cluster.gpus_per_node, 1),
                                   node_selector=cluster.node_selector, tolerations=cluster.tolerations,
                                   gpu_cpu=cluster.cpu, gpu_memory=cluster.memory, s3_secret=cluster.s3_secret,
                                   timeout_s=int(cluster.timeout_s))
@@ -118,26 +141,26 @@ def load_settings(path: str | Path | None = None, cluster_config: str | Path | N
         raise ValueError(f"pipeline settings {path}: {'.'.join(str(p) for p in err['loc'])}: {msg}") from None
 
 
-def apply_settings(task: Any, stage: str, settings: PipelineSettings) -> Any:
-    """Give one pipeline task its pod settings; the one place the pipeline touches Kubernetes."""
+def apply_settings(task: Any, stage: str, settings: PipelineSettings, *, launcher: bool, image: Any,
+                   gpus_per_node: Any = None, node_selector: Any = None, tolerations: Any = None) -> Any:
+    """Give one pipeline task its pod settings; the one place the pipeline touches Kubernetes.
+
+    `launcher`: the task only launches a multi-node job and waits, so it needs no GPU. The other arguments are
+    pipeline parameters (or plain values): the image, and for a GPU task its GPU count and pool.
+    """
     from kfp import kubernetes
 
     # The artifact store is the cache (content-addressed, shared by local and cluster runs); KFP's own cache would
     # replay old outputs and hide the stage from this run's MLflow record.
     task.set_caching_options(False)
-    nodes = settings.stage_nodes(stage)
-    if stage in GPU_STAGES and nodes == 1:
-        task.set_accelerator_type(settings.gpu_resource).set_accelerator_limit(settings.gpus_per_node)
-        for key, value in settings.node_selector.items():
-            kubernetes.add_node_selector(task, key, value)
-        for t in settings.tolerations:
-            kubernetes.add_toleration(task, key=t.key or None, operator=t.operator, value=t.value or None,
-                                      effect=t.effect or None)
+    task.set_container_image(image)
+    if stage in GPU_STAGES and not launcher:
+        task.set_accelerator_type(settings.gpu_resource).set_accelerator_limit(gpus_per_node)
+        kubernetes.add_node_selector_json(task, node_selector)
+        kubernetes.add_toleration_json(task, tolerations)
         _requests(task, settings.gpu_cpu, settings.gpu_memory)
     else:
         _requests(task, settings.cpu, settings.memory)
-    if nodes > 1:
-        task.set_env_variable(NODES_ENV, str(nodes))
     # Preemption kills the pod, not the stage: the retry resumes from the stage's last in-stage checkpoint.
     task.set_retry(settings.retries, backoff_duration=settings.backoff, backoff_factor=2.0,
                    backoff_max_duration=settings.backoff_max)

@@ -1,6 +1,7 @@
 """Start the model flow on a cluster's Kubeflow Pipelines from a laptop, and follow a run.
 
     olmoflow submit --host http://localhost:8888 [--config olmo3-7b] [--set k=v] [--from S --to S --init URI]
+                    [--nodes pretrain=16 ...] [--gpus-per-node 8] [--image-tag 0.1.0]
     olmoflow status RUN_ID --host http://localhost:8888
 
 `submit` uploads pipelines/model_flow.yaml as a version named `{version}-{sha256[:8]}` (the chart's registration
@@ -29,6 +30,26 @@ def run_params(config: str, overrides: list[str], start: str, stop: str, init: s
     if Path(config).is_file() or config.lstrip().startswith("{"):
         config, overrides = to_json(cfg), []
     return {"config": config, "overrides": list(overrides), "start": start, "stop": stop, "init": init}
+
+
+def pool_params(nodes: list[str], gpus_per_node: int | None, image_tag: str | None) -> dict[str, Any]:
+    """The run form's pool parameters from `--nodes STAGE=N` etc.; what is not given keeps the pipeline's default."""
+    from olmoflow import STAGES
+    params: dict[str, Any] = {}
+    for item in nodes:
+        stage, _, n = item.partition("=")
+        if stage not in STAGES or stage == "eval":
+            raise ConfigError(f"--nodes {item}: unknown stage {stage!r} (stages: {', '.join(STAGES[:-1])})")
+        if not n.isdigit() or int(n) < 1:
+            raise ConfigError(f"--nodes {item}: the node count must be an integer >= 1")
+        params[f"nodes_{stage.replace('-', '_')}"] = int(n)
+    if gpus_per_node is not None:
+        if gpus_per_node < 1:
+            raise ConfigError(f"--gpus-per-node {gpus_per_node}: must be >= 1")
+        params["gpus_per_node"] = gpus_per_node
+    if image_tag:
+        params["image_tag"] = image_tag
+    return params
 
 
 def run_name(config: str, start: str, stop: str) -> str:

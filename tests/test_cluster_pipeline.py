@@ -24,26 +24,46 @@ HELM = shutil.which("helm") or shutil.which("helm", path=str(REPO_ROOT / ".venv"
 from olmoflow.stages import runner, task
 
 
+def leaf_tasks(spec: dict) -> dict[str, dict]:
+    """Every task that runs a container, by display name ("pretrain", "pretrain (job)"), from all DAG levels."""
+    dags = [spec["root"]["dag"]] + [c["dag"] for c in spec["components"].values() if "dag" in c]
+    executors = spec["deploymentSpec"]["executors"]
+    return {t["taskInfo"]["name"]: t for d in dags for t in d["tasks"].values()
+            if t["componentRef"]["name"].replace("comp-", "exec-") in executors}
+
+
 def _compiled(tmp_path, settings=None):
     spec, platform_spec = yaml.safe_load_all(compile_ir(tmp_path / "p.yaml", settings).read_text())
-    tasks = {t["taskInfo"]["name"]: t for t in spec["root"]["dag"]["tasks"].values()}
+    tasks = leaf_tasks(spec)
     containers = spec["deploymentSpec"]["executors"]
     platform = platform_spec["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    by_stage = {name: t["componentRef"]["name"].replace("comp-", "exec-") for name, t in tasks.items()}
-    return ({s: containers[e]["container"] for s, e in by_stage.items()},
-            {s: platform[e] for s, e in by_stage.items()}, tasks)
+    by_name = {name: t["componentRef"]["name"].replace("comp-", "exec-") for name, t in tasks.items()}
+    return ({s: containers[e]["container"] for s, e in by_name.items()},
+            {s: platform[e] for s, e in by_name.items()}, tasks, spec["root"]["inputDefinitions"]["parameters"])
+
+
+def _param(name: str) -> str:
+    return f"{{{{$.inputs.parameters['pipelinechannel--{name}']}}}}"
 
 
 def test_gpu_tasks_get_gpus_pool_secret_and_config_map(tmp_path):
-    containers, platform, tasks = _compiled(tmp_path)
-    for stage in STAGES:
-        c, p = containers[stage], platform[stage]
-        if stage in GPU_STAGES:
-            assert c["resources"]["accelerator"] == {"resourceType": "nvidia.com/gpu", "resourceCount": "8",
-                                                     "type": "nvidia.com/gpu", "count": "8"}, stage
-            assert p["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
-        else:
-            assert "accelerator" not in c["resources"] and "tolerations" not in p
+    containers, platform, tasks, params = _compiled(tmp_path)
+    assert set(tasks) == set(STAGES) | {f"{s} (job)" for s in STAGES if s != "eval"}
+    for name in tasks:
+        c, p = containers[name], platform[name]
+        stage, launcher = name.removesuffix(" (job)"), name.endswith(" (job)")
+        repo = "olmoflow/curate" if stage == "curate" else "olmoflow/trainer"
+        assert c["image"] == f"{repo}:{_param('image_tag')}"
+        if stage in GPU_STAGES and not launcher:
+            # the run form's GPUs per node and GPU pool reach the pod spec
+            assert c["resources"]["accelerator"] == {"resourceType": "nvidia.com/gpu", "type": "nvidia.com/gpu",
+                                                     "resourceCount": _param("gpus_per_node")}, name
+            # (a task inside a branch sees the parameter as pipelinechannel--NAME, eval at the top level as NAME)
+            assert p["nodeSelector"]["nodeSelectorJson"]["componentInputParameter"].endswith("gpu_node_selector")
+            [toleration] = p["tolerations"]
+            assert toleration["tolerationJson"]["componentInputParameter"].endswith("gpu_tolerations")
+        else:  # curate, and every pod that only launches a multi-node job: no GPU, schedulable anywhere
+            assert "accelerator" not in c["resources"] and "tolerations" not in p and "nodeSelector" not in p
             assert c["resources"]["resourceCpuRequest"] == "2" and c["resources"]["resourceMemoryRequest"] == "8Gi"
         secret = p["secretAsEnv"][0]
         assert secret["secretName"] == "olmoflow-s3" and secret["optional"] is True
@@ -57,9 +77,16 @@ def test_gpu_tasks_get_gpus_pool_secret_and_config_map(tmp_path):
                                                                       {"constant": "olmoflow-cluster"}}}]
         assert {"name": "OLMOFLOW_CLUSTER_CONFIG", "value": "/etc/olmoflow/cluster.json"} in c["env"]
         assert p["activeDeadlineSeconds"] == str(7 * 24 * 3600)
-        assert tasks[stage]["retryPolicy"]["maxRetryCount"] == 3
-        assert tasks[stage]["retryPolicy"]["backoffDuration"] == "60s"
-        assert not tasks[stage].get("cachingOptions", {}).get("enableCache", False)
+        assert tasks[name]["retryPolicy"]["maxRetryCount"] == 3
+        assert tasks[name]["retryPolicy"]["backoffDuration"] == "60s"
+        assert not tasks[name].get("cachingOptions", {}).get("enableCache", False)
+    # the run form's defaults work as they are
+    assert params["image_tag"]["defaultValue"] == __version__ and params["gpus_per_node"]["defaultValue"] == 8
+    assert params["gpu_tolerations"]["defaultValue"] == [{"key": "nvidia.com/gpu", "operator": "Exists",
+                                                          "effect": "NoSchedule"}]
+    assert params["gpu_node_selector"]["defaultValue"] == {}
+    assert {k: v["defaultValue"] for k, v in params.items() if k.startswith("nodes_")} == \
+        {f"nodes_{s.replace('-', '_')}": 1 for s in STAGES if s != "eval"}
 
 
 @pytest.mark.skipif(HELM is None, reason="helm is not installed: run scripts/install_k8s_tools.sh")
@@ -79,22 +106,23 @@ def test_defaults_are_what_the_chart_renders_for_release_olmoflow():
 def test_settings_from_the_charts_cluster_json(tmp_path):
     cluster = tmp_path / "cluster.json"
     cluster.write_text(json.dumps({"gpus_per_node": 4, "gpu_resource": "amd.com/gpu", "s3_secret": "my-keys",
+                                   "trainer_image": "registry.internal:5000/ml/trainer:2.0",
                                    "node_selector": {"pool": "h100"},
                                    "tolerations": [{"key": "gpu", "operator": "Equal", "value": "yes",
                                                     "effect": "NoExecute"}]}))
     extra = tmp_path / "settings.yaml"
     extra.write_text("nodes: {pretrain: 16}\n")
     settings = load_settings(extra, cluster)
-    containers, platform, _ = _compiled(tmp_path, settings)
-    assert containers["sft"]["resources"]["accelerator"]["resourceCount"] == "4"
+    containers, platform, _, params = _compiled(tmp_path, settings)
     assert containers["sft"]["resources"]["accelerator"]["resourceType"] == "amd.com/gpu"
-    assert platform["sft"]["nodeSelector"] == {"labels": {"pool": "h100"}}
-    assert platform["sft"]["tolerations"] == [{"key": "gpu", "operator": "Equal", "value": "yes",
-                                               "effect": "NoExecute"}]
+    assert containers["sft"]["image"] == f"registry.internal:5000/ml/trainer:{_param('image_tag')}"
     assert platform["curate"]["secretAsEnv"][0]["secretName"] == "my-keys"
-    # 16-node pretrain: its pod only launches the TrainJob, so it holds no GPU and goes anywhere
-    assert "accelerator" not in containers["pretrain"]["resources"] and "tolerations" not in platform["pretrain"]
-    assert {"name": "OLMOFLOW_NODES", "value": "16"} in containers["pretrain"]["env"]
+    # the install's pool becomes the run form's defaults
+    assert params["gpus_per_node"]["defaultValue"] == 4 and params["image_tag"]["defaultValue"] == "2.0"
+    assert params["gpu_node_selector"]["defaultValue"] == {"pool": "h100"}
+    assert params["gpu_tolerations"]["defaultValue"] == [{"key": "gpu", "operator": "Equal", "value": "yes",
+                                                          "effect": "NoExecute"}]
+    assert params["nodes_pretrain"]["defaultValue"] == 16 and params["nodes_sft"]["defaultValue"] == 1
 
 
 def test_bad_settings_name_the_problem(tmp_path, capsys):
@@ -164,16 +192,24 @@ def test_multi_node_stage_launches_a_job_and_fills_the_output(flow, tmp_path, mo
         assert main(job_command(manifest)[1:]) == 0
 
     monkeypatch.setattr(task, "launch_job", launcher)
-    monkeypatch.setenv("OLMOFLOW_NODES", "4")
+    pool = dict(nodes=4, gpus_per_node=2, node_selector={"pool": "a100"}, image="olmoflow/trainer:9.9",
+                tolerations=[{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}])
     data = Out(tmp_path / "dataset")
-    task.run_task("curate", to_json(flow), [], "curate", "midtrain", "", "", "", {}, data)
+    task.run_task("curate", to_json(flow), [], "curate", "midtrain", "", "", "", {}, data,
+                  pool={**pool, "image": "olmoflow/curate:9.9"})
     ckpt = Out(tmp_path / "checkpoint")
-    task.run_task("pretrain", to_json(flow), [], "curate", "midtrain", "", "", "", {"dataset": data}, ckpt)
+    task.run_task("pretrain", to_json(flow), [], "curate", "midtrain", "", "", "", {"dataset": data}, ckpt,
+                  pool=pool)
 
     assert [m["kind"] for m in launched] == ["RayJob", "TrainJob"]
     ray, train = launched
     assert ray["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["replicas"] == 4
     assert train["spec"]["trainer"]["numNodes"] == 4 and train["metadata"]["namespace"] == "ml"
+    # the run's pool wins over cluster.json (8 GPUs, no selector): GPUs, selector, tolerations, image
+    assert train["spec"]["trainer"]["image"] == "olmoflow/trainer:9.9"
+    assert train["spec"]["trainer"]["resourcesPerNode"]["limits"] == {"nvidia.com/gpu": "2"}
+    assert ray["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["image"] == \
+        "olmoflow/curate:9.9"
     assert job_command(train)[:3] == ["olmoflow", "stage", "pretrain"]
     assert f"dataset={data.metadata['uri']}" in job_command(train)
     printed = capsys.readouterr().out.split()
@@ -183,7 +219,8 @@ def test_multi_node_stage_launches_a_job_and_fills_the_output(flow, tmp_path, mo
 
     # the artifact exists now: a rerun launches nothing
     again = Out(tmp_path / "again")
-    task.run_task("pretrain", to_json(flow), [], "curate", "midtrain", "", "", "", {"dataset": data}, again)
+    task.run_task("pretrain", to_json(flow), [], "curate", "midtrain", "", "", "", {"dataset": data}, again,
+                  pool=pool)
     assert len(launched) == 2 and again.metadata["status"] == "cached"
     assert again.metadata["uri"] == ckpt.metadata["uri"]
 
@@ -193,3 +230,11 @@ def test_a_job_that_publishes_nothing_fails_the_stage(flow):
     with pytest.raises(ArtifactError, match=r"store/smoke/curate/[0-9a-f]+"):
         task.run_on_nodes("curate", flow, {}, 2, launch=launched.append)
     assert launched[0]["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["replicas"] == 2
+
+
+def test_a_bad_pool_from_the_run_form_names_the_stage(flow):
+    with pytest.raises(ValueError, match=r"^pretrain: pipeline parameters: .*"):
+        task.job_cluster("pretrain", {"nodes": 2, "gpus_per_node": -1})
+    bad_toleration = {"nodes": 2, "tolerations": [{"key": "gpu", "operator": "Sometimes"}]}
+    with pytest.raises(ValueError, match=r"^pretrain: pipeline parameters: "):
+        task.job_cluster("pretrain", bad_toleration)

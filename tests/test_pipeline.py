@@ -1,4 +1,4 @@
-"""The DAG: one task per stage wired in flow order, and the checked-in compiled YAML is current."""
+"""The DAG: every stage on one node or as a multi-node job, wired in flow order; the checked-in YAML is current."""
 
 import yaml
 
@@ -12,20 +12,32 @@ def test_compiled_pipeline_is_current(tmp_path):
     assert checked_in.read_text() == open(fresh).read(), "pipelines/model_flow.yaml is stale: run `olmoflow compile`"
 
 
-def test_dag_has_one_task_per_stage_in_order(tmp_path):
+def test_dag_has_each_stage_on_one_node_or_as_a_job_in_flow_order(tmp_path):
     spec = next(yaml.safe_load_all(open(compile_pipeline(tmp_path / "p.yaml"))))  # then the platform spec
-    tasks = spec["root"]["dag"]["tasks"]
-    names = {t["taskInfo"]["name"] for t in tasks.values()}
-    assert names == set(STAGES)
+    dags = {"root": spec["root"]["dag"], **{k: c["dag"] for k, c in spec["components"].items() if "dag" in c}}
     params = spec["root"]["inputDefinitions"]["parameters"]
     assert params["config"]["defaultValue"] == "tiny" and params["stop"]["defaultValue"] == "eval"
-    # each checkpoint stage reads the one before it, and every stage after curate reads curate's dataset
-    upstream = {}
-    for key, t in tasks.items():
-        arts = t.get("inputs", {}).get("artifacts", {})
-        upstream[t["taskInfo"]["name"]] = {n: tasks[a["taskOutputArtifact"]["producerTask"]]["taskInfo"]["name"]
-                                           for n, a in arts.items()}
-    for prev, stage in zip(STAGES[1:], STAGES[2:]):
-        assert upstream[stage]["model"] == prev
-    assert all(upstream[s]["dataset"] == "curate" for s in STAGES[1:])
-    assert all(not t.get("cachingOptions", {}).get("enableCache", False) for t in tasks.values())
+    # every stage but eval: a branch group whose two branches are "on one node" (nodes_X == 1) and "as a job"
+    branches = {}
+    for d in dags.values():
+        for t in d["tasks"].values():
+            name, cond = t["taskInfo"]["name"], t.get("triggerPolicy", {}).get("condition", "")
+            if name.endswith(" on one node"):
+                stage = name.removesuffix(" on one node")
+                assert cond == f"int(inputs.parameter_values['pipelinechannel--nodes_{stage.replace('-', '_')}'])" \
+                               " == 1", stage
+                branches.setdefault(stage, []).append("one")
+            elif name.endswith(" as a multi-node job"):
+                branches.setdefault(name.removesuffix(" as a multi-node job"), []).append("job")
+    assert branches == {s: ["one", "job"] for s in STAGES if s != "eval"}
+    # the top level runs the stages in flow order: each group waits for the one before it
+    root = dags["root"]["tasks"]
+    order, done = [], set()
+    while len(order) < len(root):
+        ready = sorted(k for k, t in root.items() if k not in done and set(t.get("dependentTasks", [])) <= done)
+        assert len(ready) == 1, ready  # a chain: exactly one task can go next
+        order.append(ready[0])
+        done.add(ready[0])
+    assert len(order) == len(STAGES) and order[-1] == "evaluate"
+    assert all(not t.get("cachingOptions", {}).get("enableCache", False)
+               for d in dags.values() for t in d["tasks"].values())

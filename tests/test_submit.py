@@ -83,10 +83,17 @@ def test_submit_uploads_once_and_runs_that_version(kfp, capsys):
     assert run["experiment_id"] == "e0" and state.experiments[0]["display_name"] == "olmoflow"
 
     uploads = len(state.uploads)
-    assert main(["submit", "--host", host, "--from", "sft", "--init", "s3://b/flow/dpo/abc"]) == 0
+    assert main(["submit", "--host", host, "--from", "sft", "--init", "s3://b/flow/dpo/abc", "--nodes", "sft=2",
+                 "--nodes", "long-context=4", "--gpus-per-node", "4", "--image-tag", "0.2.0"]) == 0
     assert len(state.uploads) == uploads and len(state.experiments) == 1  # same version, same experiment
     assert "already has version" in capsys.readouterr().out
-    assert state.runs["r1"]["runtime_config"]["parameters"]["init"] == "s3://b/flow/dpo/abc"
+    params = state.runs["r1"]["runtime_config"]["parameters"]
+    assert params["init"] == "s3://b/flow/dpo/abc"
+    assert {k: params[k] for k in ("nodes_sft", "nodes_long_context", "gpus_per_node", "image_tag")} == \
+        {"nodes_sft": 2, "nodes_long_context": 4, "gpus_per_node": 4, "image_tag": "0.2.0"}
+    # every run-form parameter submit sets is one the compiled pipeline declares
+    declared = next(yaml.safe_load_all(IR_PATH.read_text()))["root"]["inputDefinitions"]["parameters"]
+    assert set(params) <= set(declared)
 
 
 def test_a_local_config_file_travels_as_json(kfp, tmp_path):
@@ -104,6 +111,11 @@ def test_bad_config_or_plan_sends_nothing(kfp, capsys):
     assert main(["submit", "--host", host, "--set", "pretrain.nope=1"]) == 2
     assert main(["submit", "--host", host, "--from", "sft"]) == 2
     assert "--from sft needs --init URI" in capsys.readouterr().err
+    assert main(["submit", "--host", host, "--nodes", "pretrian=2"]) == 2
+    assert "--nodes pretrian=2: unknown stage 'pretrian'" in capsys.readouterr().err
+    assert main(["submit", "--host", host, "--nodes", "eval=2"]) == 2
+    assert main(["submit", "--host", host, "--nodes", "sft=0"]) == 2
+    assert "--nodes sft=0: the node count must be an integer >= 1" in capsys.readouterr().err
     assert state.uploads == [] and state.runs == {}
 
 

@@ -1,16 +1,16 @@
 """The body of every KFP component: plan, run the stage, and hand the next task a small artifact (the manifest,
 with the store URI in its metadata). Payloads stay in the store, so the KFP launcher never copies a dataset.
 
-A stage the pipeline gives more than one node ($OLMOFLOW_NODES, set by olmoflow.pipeline_settings; never set
-locally) does not run in the task pod: the pod launches `olmoflow stage ...` as a TrainJob / PyTorchJob / RayJob
-(olmoflow.cluster) sized by the chart's cluster.json, waits for it, and reads the artifact's manifest back.
+A stage the pipeline gives more than one node (the run's nodes_{stage} parameter, in the task's `pool`) does not
+run in the task pod: the pod launches `olmoflow stage ...` as a TrainJob / PyTorchJob / RayJob (olmoflow.cluster)
+from the chart's cluster.json with the run's pool (GPUs per node, node selector, tolerations, image) on top, waits
+for it, and reads the artifact's manifest back.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -18,7 +18,6 @@ from typing import Any
 
 from olmoflow.config import FlowConfig, load_config, to_json
 from olmoflow.flow import Plan
-from olmoflow.pipeline_settings import NODES_ENV
 from olmoflow.stages.runner import StageResult, record_skipped, run_stage
 
 log = logging.getLogger("olmoflow")
@@ -32,8 +31,10 @@ def setup_logging() -> None:
 
 
 def run_task(stage: str, config: str, overrides: list[str], start: str, stop: str, init: str, flow_run: str,
-             job_id: str, inputs: dict[str, Any], output: Any, metrics: Any = None) -> None:
-    """`inputs` maps names to KFP input artifacts (or None); `output` is the KFP output artifact."""
+             job_id: str, inputs: dict[str, Any], output: Any, metrics: Any = None,
+             pool: dict[str, Any] | None = None) -> None:
+    """`inputs` maps names to KFP input artifacts (or None); `output` is the KFP output artifact; `pool` is the
+    run's nodes, gpus_per_node, node_selector, tolerations and image for this stage."""
     setup_logging()
     cfg = load_config(config, overrides)
     plan = Plan(start, stop, init)
@@ -45,10 +46,11 @@ def run_task(stage: str, config: str, overrides: list[str], start: str, stop: st
             json.dump({"stage": stage, "status": "skipped"}, f)
         return
     upstream = {name: (art.metadata.get("uri", "") if art is not None else "") for name, art in inputs.items()}
-    nodes = int(os.environ.get(NODES_ENV) or 1)
+    pool = pool or {}
+    nodes = int(pool.get("nodes") or 1)
     try:
         if nodes > 1:
-            result = run_on_nodes(stage, cfg, plan.inputs(stage, upstream), nodes, flow_run)
+            result = run_on_nodes(stage, cfg, plan.inputs(stage, upstream), nodes, flow_run, pool=pool)
         else:
             result = run_stage(stage, cfg, plan.inputs(stage, upstream), flow_run)
     except BaseException:
@@ -78,8 +80,21 @@ def launch_job(manifest: dict) -> None:
     run_job(manifest, cluster.timeout_s, cluster.poll_s, cluster.poll_max_s)
 
 
+def job_cluster(stage: str, pool: dict[str, Any] | None):
+    """The chart's cluster.json with this run's pool on top: what the run form says wins over the install."""
+    from olmoflow.cluster.config import ClusterConfig, load_cluster_config
+    cluster = load_cluster_config()
+    update = {k: pool[k] for k in ("gpus_per_node", "node_selector", "tolerations") if pool and k in pool}
+    if pool and pool.get("image"):
+        update["curate_image" if stage == "curate" else "trainer_image"] = pool["image"]
+    try:
+        return ClusterConfig.model_validate({**cluster.model_dump(), **update})
+    except ValueError as e:
+        raise ValueError(f"{stage}: pipeline parameters: {str(e).splitlines()[-1].strip()}") from None
+
+
 def run_on_nodes(stage: str, cfg: FlowConfig, inputs: dict[str, str], nodes: int, flow_run: str | None = None,
-                 launch: Callable[[dict], Any] | None = None) -> StageResult:
+                 launch: Callable[[dict], Any] | None = None, pool: dict[str, Any] | None = None) -> StageResult:
     """Run `stage` as a `nodes`-node job unless its artifact already exists; the result comes from the manifest.
 
     The output URI is known before launching (content address of config + input fingerprints), so a finished
@@ -87,7 +102,6 @@ def run_on_nodes(stage: str, cfg: FlowConfig, inputs: dict[str, str], nodes: int
     The job runs `olmoflow stage ... --flow-run`, so its MLflow run is nested under the flow's own parent run.
     """
     from olmoflow.artifacts import ArtifactStore, read_manifest
-    from olmoflow.cluster.config import load_cluster_config
     from olmoflow.cluster.jobs import job_name, stage_job
     from olmoflow.stages.runner import address
 
@@ -98,7 +112,7 @@ def run_on_nodes(stage: str, cfg: FlowConfig, inputs: dict[str, str], nodes: int
     status = "cached"
     if not store.is_complete(uri):
         log.info("%s: launching on %d nodes -> %s", stage, nodes, uri)
-        (launch or launch_job)(stage_job(load_cluster_config(), stage, stage_command(stage, cfg, inputs, flow_run),
+        (launch or launch_job)(stage_job(job_cluster(stage, pool), stage, stage_command(stage, cfg, inputs, flow_run),
                                          nodes, job_name(stage, fp)))
         status = "ran"
     m = read_manifest(uri)  # an ArtifactError naming the URI if the job ended without publishing it
