@@ -94,7 +94,9 @@ class FlowConfig(Section):
         sections = {"curate": ["curate"], "pretrain": ["model", "pretrain"], "midtrain": ["midtrain"],
                     "long-context": ["long_context"], "sft": ["sft"], "dpo": ["dpo"], "rlvr": ["rlvr"],
                     "eval": ["eval"]}[stage]
-        return {s: getattr(self, s).model_dump(mode="json") for s in sections}
+        # where curate runs (in-process or Ray, how many CPUs) never changes what it writes
+        excluded = {"curate": {"ray"}}
+        return {s: getattr(self, s).model_dump(mode="json", exclude=excluded.get(s)) for s in sections}
 
 
 def stage_index(stage: str, key: str = "stage") -> int:

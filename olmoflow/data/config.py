@@ -13,11 +13,15 @@ class SourceConfig(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     """Names the source in stats, metrics and errors."""
     path: str
-    """A glob under sources_dir (or an absolute one), e.g. 'python-docs/**/*.rst.txt'."""
-    format: Literal["text", "rst", "lines", "jsonl", "mediawiki", "minerva"] = "text"
+    """A glob under sources_dir, or an absolute one (a local path or s3://bucket/prefix/**/*.jsonl.gz, matched
+    against the object keys), e.g. 'python-docs/**/*.rst.txt'."""
+    format: Literal["text", "rst", "lines", "jsonl", "parquet", "mediawiki", "minerva"] = "text"
     """How files become documents: text = one per file; rst = one per file, Sphinx labels and directives
-    dropped; lines = one per line; jsonl = one per line's "text"; mediawiki = one per article of a (.bz2) XML
-    dump, markup stripped; minerva = problem + worked solution per line of an OLMES MATH requests.jsonl.gz."""
+    dropped; lines = one per line; jsonl = one per line's text_field; parquet = one per row's text_field;
+    mediawiki = one per article of a (.bz2) XML dump, markup stripped; minerva = problem + worked solution per
+    line of an OLMES MATH requests.jsonl.gz. .gz and .bz2 files are decompressed first (except parquet)."""
+    text_field: str = "text"
+    """The field (jsonl) or column (parquet) holding a document's text; rows without a string there are skipped."""
     domain: str = Field("web", pattern=r"^[a-z0-9_-]+$")
     """Which domain's shards (pretrain/{domain}/...) and val file the documents go to: code, prose, literature..."""
     tier: int = Field(1, ge=0)
@@ -59,9 +63,12 @@ class MixConfig(Section):
     domains: dict[str, float]
     """Target share of the mix's tokens per domain (normalized to sum 1)."""
     tokens: int = Field(0, ge=0)
-    """Total tokens of the mix; 0 = as many as the data gives with no source repeated more than max_repeat."""
+    """Total tokens of the mix, each domain's target being its share of them (downsampled, or upsampled by
+    repetition up to max_repeat); 0 = as many as the data gives with every weight kept and no source above
+    max_repeat."""
     max_repeat: float = Field(1.0, ge=1)
-    """Most passes over any source's documents when tokens = 0 (>1 upsamples scarce domains)."""
+    """Most passes over any source's documents (>1 upsamples scarce domains); a domain whose sources all hit it
+    gets less than its target, and stats.json and the log say by how much."""
     max_tier: int | None = Field(None, ge=0)
     """Only sources of this tier or better enter the mix; None = all."""
 
@@ -141,13 +148,51 @@ class FuzzyDedupConfig(Section):
     """Seeds the MinHash hash functions."""
 
 
+class DecontamConfig(Section):
+    """Decontamination against the eval stage's items by word n-grams (olmoflow/data/decon.py), decon-style."""
+
+    enabled: bool = True
+    """Drop training documents (and post rows) that contain an eval item, counted under the rule 'decontam'."""
+    ngram: int = Field(8, ge=8, le=13)
+    """Word n-gram length; 8 keeps ARC-Easy's short questions (a third under 13 words) in the n-gram test."""
+    threshold: float = Field(0.5, gt=0, le=1)
+    """Share of an item's distinct question n-grams one cluster of a text must hold to match it."""
+    question_only_words: int = Field(20, ge=1)
+    """A question at least this many words long matches on its own; a shorter one also needs an answer near."""
+    answer_window: int = Field(50, ge=0)
+    """Words before and after a matched question searched for its answer (at least twice the answer's length)."""
+
+
+class RayConfig(Section):
+    """Where curate's per-file and per-document work runs (olmoflow/data/execute.py): in the stage's process, or
+    on Ray Data. Both run the same functions on the same batches, so the artifact is the same either way."""
+
+    enabled: bool = False
+    """Run reading, cleaning, MinHash signatures and tokenization as Ray Data tasks; False = in this process."""
+    address: str | None = None
+    """Ray cluster to connect to (host:port, or ray://host:port for Ray Client); None = $RAY_ADDRESS when set
+    (a KubeRay cluster or RayJob sets it), else a local Ray started for the stage and stopped after it."""
+    num_cpus: int = Field(0, ge=0)
+    """CPUs of a local Ray; 0 = all of this machine's. A cluster uses what it has."""
+    object_store_mb: int = Field(512, ge=80)
+    """Object store of a local Ray, in MiB (Ray spills to disk beyond it)."""
+    batch_size: int = Field(256, ge=1)
+    """Documents per task for the per-document steps (MinHash signatures, tokenization)."""
+    ship_code: bool = False
+    """Upload this olmoflow package to a cluster's workers (runtime_env py_modules), for a cluster whose image
+    lacks it or has another version; the curate image already holds it."""
+
+
 class CurateConfig(Section):
     sources_dir: str = ".olmoflow/sources"
-    """Where `make data` puts the sources (relative to the working directory, or absolute)."""
+    """Where `make data` puts the sources: a local folder (relative to the working directory, or absolute) or an
+    s3://bucket/prefix (endpoint and credentials from the AWS_* environment)."""
     sources: list[SourceConfig] = []
     """Pretraining text, read in this order (exact dedup keeps the first copy)."""
     fuzzy_dedup: FuzzyDedupConfig = FuzzyDedupConfig()
     """Near-duplicates (MinHash LSH, exact Jaccard confirmed) after exact dedup; the first by source order stays."""
+    decontam: DecontamConfig = DecontamConfig()
+    """Eval items (questions, with answers as evidence) whose n-grams a training text must not hold."""
     tokenizer: TokenizerConfig = TokenizerConfig()
     """Train a byte-level BPE on the curated text, or load one."""
     filters: FilterConfig = FilterConfig()
@@ -170,6 +215,8 @@ class CurateConfig(Section):
     """eval/arc_easy.jsonl, eval/arithmetic.jsonl."""
     seed: int = 0
     """Seeds shuffling and the choice of documents in the mixes."""
+    ray: RayConfig = RayConfig()
+    """Where the per-file and per-document steps run (in this process, or Ray Data locally or on a cluster)."""
 
     @model_validator(mode="after")
     def _check(self) -> "CurateConfig":

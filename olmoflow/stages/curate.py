@@ -4,39 +4,51 @@ domain, long documents, held-out text, post-training and eval data, stats).
     olmoflow stage curate --config tiny
 
 The idea, as in Olmo 3's data pipeline at toy scale: read every source, normalize the text (NFC, whitespace,
-undecodable bytes dropped), drop documents by a few quality rules, drop any that hold half of an eval question's
-8-grams, drop exact duplicates, then near-duplicates (MinHash LSH), hold out a hash-chosen slice per domain as
+undecodable bytes dropped), drop documents by a few quality rules, drop any that hold an eval item (its
+question's n-grams and its answer: olmoflow/data/decon.py), drop exact duplicates, then near-duplicates (MinHash LSH), hold out a hash-chosen slice per domain as
 val text, train a byte-level BPE on the rest, tokenize, and write token-constrained mixes: `pretrain/`,
-`midtrain/` (math, code and QA up-weighted, with TinyMATH-style synthetic problems) and `long/`. Each step is
-one function in olmoflow/data/ that maps over documents, so a Ray Data version can take them over one by one.
-Every bad input (a glob matching nothing, an unreadable file, a source filtered down below min_docs) fails
-before anything is written.
+`midtrain/` (math, code and QA up-weighted, with TinyMATH-style synthetic problems) and `long/`. Sources are
+local folders or s3:// prefixes.
+
+Where the work runs: everything per file or per document (read + normalize + filter + decontaminate + hash, one
+task per few files; MinHash signatures and tokenization, per batch of documents) is a batch function handed to an
+executor (olmoflow/data/execute.py): a plain loop in this process, or Ray Data on a local Ray
+(`curate.ray.enabled`, `num_cpus`) or on the cluster at $RAY_ADDRESS. What needs every document at once stays
+here, in source order: exact dedup, LSH clustering, the val split, BPE training, mixing and writing. Results come
+back in input order, so the artifact is byte-for-byte the same whichever executor ran. Every bad input (a glob
+matching nothing, an unreadable file, a source filtered down below min_docs) fails before anything is written.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
+import tempfile
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tokenizers import Tokenizer
 
 from olmoflow.data import synthetic
-from olmoflow.data.config import CurateConfig, SourceConfig
+from olmoflow.data.config import CurateConfig, FilterConfig, SourceConfig
+from olmoflow.data.decon import DeconIndex, DeconTally, eval_items
 from olmoflow.data.dedup import content_hash, exact_dedup, unit_interval, val_mask
 from olmoflow.data.evalsets import arc_items, arithmetic_items
+from olmoflow.data.execute import Executor, open_executor
 from olmoflow.data.filters import first_failed, rules
-from olmoflow.data.minhash import fuzzy_dedup
+from olmoflow.data.minhash import FuzzyResult, Shingles, cluster, signatures_for
 from olmoflow.data.mixing import TokDoc, plan_mix, write_domains
 from olmoflow.data.normalize import decode, normalize
-from olmoflow.data.overlap import EvalIndex
 from olmoflow.data.post import (dpo_from_hhh, dpo_from_items, rl_from_items, sft_from_items, sft_from_sharegpt,
                                 texts)
-from olmoflow.data.report import flat_metrics, length_histogram
-from olmoflow.data.sources import check_sources, read_holdout, read_source, resolve, sources_root
+from olmoflow.data.report import flat_metrics, length_histogram, render_text, write_report
+from olmoflow.data.sources import (SourceFile, check_sources, choose, holdout_files, local_files, plan_files,
+                                   read_file, sources_root)
 from olmoflow.data.tokenizer import EOS, encode_docs, load_tokenizer, train_bpe
 from olmoflow.stages.context import StageContext
 
@@ -59,32 +71,92 @@ def _to_text(data: bytes | str) -> tuple[str, int]:
     return decode(data) if isinstance(data, bytes) else (data, 0)
 
 
-# ---- 1. read, normalize, filter, decontaminate, dedup ----------------------------------------------------
+# ---- 1. read, normalize, filter, decontaminate, dedup -----------------------------------------------------
 
-def clean_source(src: SourceConfig, root: Path, cfg: CurateConfig, banned: EvalIndex, seen: set[str]
-                 ) -> tuple[list[Doc], list[tuple[str, str, str]], dict[str, int]]:
-    """(kept documents, dropped (source, rule, text), source counts). `seen` carries hashes across sources."""
-    checks = rules(cfg.filters)
-    holdout = set()
-    if src.holdout:
-        holdout = {content_hash(normalize(_to_text(d.data)[0])) for d in read_holdout(src, root)}
-    raw = read_source(src, root)
-    counts = Counter(docs_in=len(raw), undecodable_bytes=0, chars_in=0)
+@dataclass
+class FileTask:
+    source: SourceConfig
+    file: SourceFile
+    holdout: bool
+    """A file of the source's holdout glob: only its documents' hashes are needed."""
+
+
+@dataclass
+class Record:
+    """One document as a worker leaves it: normalized, hashed, and judged by the rules that need only itself."""
+    id: str
+    hash: str
+    text: str
+    undecodable: int
+    chars_in: int
+    rule: str | None
+    """The first quality rule it fails, else 'decontam' when it holds an eval item, else None."""
+    hits: list[tuple[str, str]]
+    """(eval task, item id) of every eval item it holds, when its rule is 'decontam'."""
+
+
+def clean_files(tasks: list[FileTask], filters: FilterConfig, banned: DeconIndex) -> list[list[Record]]:
+    """Batch function: each file's documents, read, normalized, hashed and judged (runs on the executor)."""
+    checks = rules(filters)
+    out = []
+    for t in tasks:
+        records = []
+        for d in read_file(t.source, t.file):
+            text, bad = _to_text(d.data)
+            chars, text = len(text), normalize(text)
+            if t.holdout:
+                records.append(Record(d.id, content_hash(text), "", 0, 0, None, []))
+                continue
+            rule, hits = first_failed(text, checks), []
+            if rule is None:
+                hits = banned.match(text)
+                rule = "decontam" if hits else None
+            records.append(Record(d.id, content_hash(text), text, bad, chars, rule, hits))
+        out.append(records)
+    return out
+
+
+def read_sources(cfg: CurateConfig, root: str, banned: DeconIndex, tally: DeconTally, ex: Executor,
+                 log: logging.Logger
+                 ) -> tuple[list[Doc], list[tuple[str, str, str]], dict[str, dict[str, Any]]]:
+    """(kept documents, dropped (source, rule, text), per-source stats): every file of every source cleaned on
+    the executor at once, then each source settled here in order (max_docs choice, holdout, exact dedup)."""
+    tasks = [FileTask(src, f, False) for src in cfg.sources for f in plan_files(src, root)]
+    tasks += [FileTask(src, f, True) for src in cfg.sources if src.holdout for f in holdout_files(src, root)]
+    cleaned = ex.map(functools.partial(clean_files, filters=cfg.filters, banned=banned), tasks,
+                     desc="read and clean files")
+    records: dict[tuple[str, bool], list[Record]] = defaultdict(list)
+    for t, recs in zip(tasks, cleaned):
+        records[t.source.name, t.holdout] += recs
+    docs, dropped, source_stats = [], [], {}
+    seen: set[str] = set()
+    for src in cfg.sources:
+        holdout = {r.hash for r in records[src.name, True]}
+        kept, gone, counts = settle_source(src, records[src.name, False], holdout, cfg, seen, tally)
+        docs += kept
+        dropped += gone
+        source_stats[src.name] = {"domain": src.domain, "tier": src.tier, **counts}
+        log.info("curate: %s: %d of %d documents kept", src.name, counts["docs_out"], counts["docs_in"])
+    return docs, dropped, source_stats
+
+
+def settle_source(src: SourceConfig, records: list[Record], holdout: set[str], cfg: CurateConfig, seen: set[str],
+                  tally: DeconTally) -> tuple[list[Doc], list[tuple[str, str, str]], dict[str, int]]:
+    """(kept documents, dropped (source, rule, text), source counts) of one source's records in file order.
+    `seen` carries hashes across sources; `tally` counts the eval items each decontaminated document held."""
+    records = [r for r, keep in zip(records, choose([r.id for r in records], src.max_docs)) if keep]
+    counts = Counter(docs_in=len(records), undecodable_bytes=sum(r.undecodable for r in records),
+                     chars_in=sum(r.chars_in for r in records))
     kept, dropped, hashes = [], [], []
-    for d in raw:
-        text, bad = _to_text(d.data)
-        counts["undecodable_bytes"] += bad
-        counts["chars_in"] += len(text)
-        text = normalize(text)
-        h = content_hash(text)
-        rule = "holdout" if h in holdout else first_failed(text, checks)
-        if rule is None and banned.contaminated(text):
-            rule = "decontam"
+    for r in records:
+        rule = "holdout" if r.hash in holdout else r.rule
         if rule is not None:
-            dropped.append((src.name, rule, text))
+            dropped.append((src.name, rule, r.text))
+            if rule == "decontam":
+                tally.add(src.name, r.hits)
             continue
-        kept.append(Doc(src.name, src.domain, src.tier, src.weight, text, h))
-        hashes.append(h)
+        kept.append(Doc(src.name, src.domain, src.tier, src.weight, r.text, r.hash))
+        hashes.append(r.hash)
     unique = exact_dedup(hashes, seen)
     dropped += [(src.name, "duplicate", d.text) for d, keep in zip(kept, unique) if not keep]
     kept = [d for d, keep in zip(kept, unique) if keep]
@@ -92,17 +164,26 @@ def clean_source(src: SourceConfig, root: Path, cfg: CurateConfig, banned: EvalI
     counts["chars_out"] = sum(len(d.text) for d in kept)
     if len(kept) < cfg.min_docs:
         why = Counter(rule for _, rule, _ in dropped)
-        raise ValueError(f"curate: source {src.name!r}: {len(kept)} documents left of {len(raw)} read, fewer than "
-                         f"min_docs={cfg.min_docs} (dropped: {dict(why) or 'none'})")
+        raise ValueError(f"curate: source {src.name!r}: {len(kept)} documents left of {len(records)} read, fewer "
+                         f"than min_docs={cfg.min_docs} (dropped: {dict(why) or 'none'})")
     return kept, dropped, dict(counts)
 
 
+def near_duplicates(texts_: list[str], cfg: CurateConfig, ex: Executor) -> FuzzyResult:
+    """MinHash signatures per batch on the executor; LSH candidates, the exact-Jaccard check and union-find here."""
+    parts = ex.map_batches(functools.partial(signatures_for, cfg=cfg.fuzzy_dedup), texts_, cfg.ray.batch_size,
+                           desc="minhash signatures")
+    perms = cfg.fuzzy_dedup.bands * cfg.fuzzy_dedup.rows
+    sig = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, perms), np.uint32)
+    return cluster(sig, Shingles.concat([p[1] for p in parts]), cfg.fuzzy_dedup)
+
+
 def drop_near_duplicates(docs: list[Doc], cfg: CurateConfig, source_stats: dict[str, dict[str, Any]],
-                         dropped: list[tuple[str, str, str]]) -> tuple[list[Doc], dict[str, float]]:
+                         dropped: list[tuple[str, str, str]], ex: Executor) -> tuple[list[Doc], dict[str, float]]:
     """(kept documents, cluster stats): fuzzy dedup over all sources at once, in source order, so as with exact
     dedup the earlier source keeps the copy. Removals go into `dropped` under the rule 'fuzzy_dedup' and out of
     each source's docs_out/chars_out; a source left below min_docs fails the stage."""
-    result = fuzzy_dedup([d.text for d in docs], cfg.fuzzy_dedup)
+    result = near_duplicates([d.text for d in docs], cfg, ex)
     kept = []
     for d, keep in zip(docs, result.keep):
         if keep:
@@ -116,7 +197,8 @@ def drop_near_duplicates(docs: list[Doc], cfg: CurateConfig, source_stats: dict[
             why = Counter(rule for src, rule, _ in dropped if src == name)
             raise ValueError(f"curate: source {name!r}: {s['docs_out']} documents left of {s['docs_in']} read, "
                              f"fewer than min_docs={cfg.min_docs} (dropped: {dict(why)})")
-    return kept, result.summary()
+    summary = {**result.summary(), "sizes": {str(k): v for k, v in sorted(Counter(result.sizes).items())}}
+    return kept, summary
 
 
 # ---- 2. post-training and eval data ----------------------------------------------------------------------
@@ -136,21 +218,29 @@ def build_synthetic(cfg: CurateConfig) -> dict[str, list[synthetic.Item]]:
     return sets
 
 
-def build_post(cfg: CurateConfig, root: Path, arith: dict[str, list[synthetic.Item]], banned: EvalIndex
-               ) -> tuple[dict[str, list[dict]], dict[str, Any]]:
+def build_post(cfg: CurateConfig, root: str, arith: dict[str, list[synthetic.Item]], banned: DeconIndex,
+               tally: DeconTally, tmp: Path) -> tuple[dict[str, list[dict]], dict[str, Any]]:
     p = cfg.post
     sft, sft_why = ([], Counter())
     if p.sft_conversations:
-        sft, sft_why = sft_from_sharegpt(resolve(root, p.sharegpt)[0], p.sft_conversations, p.sft_max_chars,
-                                         p.min_alpha)
-    dpo, dpo_why = dpo_from_hhh(resolve(root, p.hhh), p.dpo_hhh) if p.dpo_hhh != 0 else ([], Counter())
+        sft, sft_why = sft_from_sharegpt(local_files(root, p.sharegpt, "post.sharegpt", tmp)[0],
+                                         p.sft_conversations, p.sft_max_chars, p.min_alpha)
+    dpo, dpo_why = (dpo_from_hhh(local_files(root, p.hhh, "post.hhh", tmp), p.dpo_hhh) if p.dpo_hhh != 0
+                    else ([], Counter()))
     rows = {"sft": sft + sft_from_items(arith["sft"]),
             "dpo": dpo + dpo_from_items(arith["dpo"], cfg.synthetic.seed),
             "rl": rl_from_items(arith["rl"])}
     stats: dict[str, Any] = {"sft_sharegpt": len(sft), "sft_synthetic": len(arith["sft"]),
                              "dpo_hhh": len(dpo), "dpo_synthetic": len(arith["dpo"]), "rl": len(rows["rl"])}
     for name in rows:
-        clean = [r for r in rows[name] if not any(banned.contaminated(t) for t in texts([r]))]
+        clean = []
+        for r in rows[name]:
+            # one text per row: a question in the user turn and its answer in the assistant turn (or an RL
+            # prompt's answer field) only match as a pair
+            hits = banned.match("\n".join(texts([r]) + [r.get("answer", "")]))
+            tally.add(f"post/{name}", hits)
+            if not hits:
+                clean.append(r)
         stats[f"{name}_decontam"] = len(rows[name]) - len(clean)
         rows[name] = clean
     stats["sft"], stats["dpo"] = len(rows["sft"]), len(rows["dpo"])
@@ -183,14 +273,23 @@ def tokenizer_sample(texts_: list[str], max_chars: int) -> list[str]:
     return out
 
 
-def build_tokenizer(cfg: CurateConfig, root: Path, texts_: list[str]) -> tuple[Tokenizer, int]:
+def build_tokenizer(cfg: CurateConfig, root: str, texts_: list[str], tmp: Path) -> tuple[Tokenizer, int]:
     """(tokenizer, characters it was trained on): the configured tokenizer.json, or a BPE trained on a sample."""
     if cfg.tokenizer.path:
-        return load_tokenizer(resolve(root, cfg.tokenizer.path)[0]), 0
+        return load_tokenizer(local_files(root, cfg.tokenizer.path, "tokenizer.path", tmp)[0]), 0
     sample = tokenizer_sample(texts_, cfg.tokenizer.train_chars)
     tok = train_bpe(sample, cfg.tokenizer.vocab_size, cfg.tokenizer.min_frequency, cfg.tokenizer.split_digits,
                     length=len(sample))
     return tok, sum(map(len, sample))
+
+
+def tokenize(tok: Tokenizer, groups: list[list[str]], cfg: CurateConfig, ex: Executor) -> list[list[np.ndarray]]:
+    """Token ids (with eos) of each group of texts, in one pass over the executor (the tokenizer travels as its
+    JSON, which is how a `tokenizers.Tokenizer` pickles)."""
+    ids = ex.map(functools.partial(encode_docs, tok, eos_id=tok.token_to_id(EOS)), [t for g in groups for t in g],
+                 cfg.ray.batch_size, desc="tokenize")
+    bounds = np.cumsum([0] + [len(g) for g in groups])
+    return [ids[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:])]
 
 
 def count_tokens(dropped: list[tuple[str, str, str]], dropped_tokens: list[int], train: list[Doc],
@@ -199,12 +298,13 @@ def count_tokens(dropped: list[tuple[str, str, str]], dropped_tokens: list[int],
     """Per-rule drop counts; fills in each source's dropped-per-rule, tokens_in, tokens_out and val_docs."""
     per_rule: dict[str, dict[str, int]] = defaultdict(lambda: {"docs": 0, "tokens": 0, "chars": 0})
     for s in source_stats.values():
-        s.update(dropped={}, tokens_in=0, tokens_out=0, val_docs=0)
+        s.update(dropped={}, dropped_tokens={}, tokens_in=0, tokens_out=0, val_docs=0)
     for (src, rule, text), n in zip(dropped, dropped_tokens):
         per_rule[rule]["docs"] += 1
         per_rule[rule]["tokens"] += n
         per_rule[rule]["chars"] += len(text)
         source_stats[src]["dropped"][rule] = source_stats[src]["dropped"].get(rule, 0) + 1
+        source_stats[src]["dropped_tokens"][rule] = source_stats[src]["dropped_tokens"].get(rule, 0) + n
         source_stats[src]["tokens_in"] += n
     for docs, counts, is_val in ((train, train_tokens, False), (val, val_tokens, True)):
         for d, n in zip(docs, counts):
@@ -235,50 +335,50 @@ def run(ctx: StageContext) -> dict[str, float]:
 
     root = sources_root(cfg)
     check_sources(cfg)
-    arc = arc_items(resolve(root, cfg.eval.arc_easy)[0], cfg.eval.arc_easy_items)
-    arith = build_synthetic(cfg)
-    banned = EvalIndex(it["question"] for it in arc)
-    lap("eval_sets")
+    with tempfile.TemporaryDirectory(prefix="olmoflow-curate-") as tmp, open_executor(cfg.ray, log) as ex:
+        executor = ex.describe()
+        lap("executor_start")
+        arc_path = local_files(root, cfg.eval.arc_easy, "eval.arc_easy", Path(tmp))[0]
+        arc = arc_items(arc_path, cfg.eval.arc_easy_items)
+        arith = build_synthetic(cfg)
+        # every eval task's items (questions and answers): what no training text may hold; the index travels to
+        # the workers with clean_files
+        eval_rows = {"arc_easy": arc, "arithmetic": arithmetic_items(arith["eval"])}
+        banned = DeconIndex({task: eval_items(task, rows) for task, rows in eval_rows.items()}, cfg.decontam)
+        tally = banned.tally()
+        lap("eval_sets")
 
-    docs: list[Doc] = []
-    dropped: list[tuple[str, str, str]] = []
-    source_stats: dict[str, dict[str, Any]] = {}
-    seen: set[str] = set()
-    for src in ctx.progress(cfg.sources, desc="sources"):
-        kept, gone, counts = clean_source(src, root, cfg, banned, seen)
-        docs += kept
-        dropped += gone
-        source_stats[src.name] = {"domain": src.domain, "tier": src.tier, **counts}
-        log.info("curate: %s: %d of %d documents kept", src.name, counts["docs_out"], counts["docs_in"])
-    if not docs:
-        raise ValueError("curate: no documents: curate.sources is empty")
-    lap("read_clean")
-    fuzzy: dict[str, float] = {}
-    if cfg.fuzzy_dedup.enabled:
-        docs, fuzzy = drop_near_duplicates(docs, cfg, source_stats, dropped)
-        log.info("curate: fuzzy dedup removed %d documents in %d clusters (largest %d, mean size %.2f; %d of %d "
-                 "LSH candidates confirmed)", fuzzy["removed"], fuzzy["clusters"], fuzzy["max_cluster"],
-                 fuzzy["mean_cluster"], fuzzy["confirmed"], fuzzy["candidates"])
-        lap("fuzzy_dedup")
+        docs, dropped, source_stats = read_sources(cfg, root, banned, tally, ex, log)
+        if not docs:
+            raise ValueError("curate: no documents: curate.sources is empty")
+        lap("read_clean")
+        fuzzy: dict[str, float] = {}
+        if cfg.fuzzy_dedup.enabled:
+            docs, fuzzy = drop_near_duplicates(docs, cfg, source_stats, dropped, ex)
+            log.info("curate: fuzzy dedup removed %d documents in %d clusters (largest %d, mean size %.2f; %d of "
+                     "%d LSH candidates confirmed)", fuzzy["removed"], fuzzy["clusters"], fuzzy["max_cluster"],
+                     fuzzy["mean_cluster"], fuzzy["confirmed"], fuzzy["candidates"])
+            lap("fuzzy_dedup")
 
-    post_rows, post_stats = build_post(cfg, root, arith, banned)
-    train, val = split_val(docs, cfg.val_fraction)
-    per_doc = cfg.synthetic.problems_per_doc
-    synth = [Doc(f"synthetic-{dom}", dom, 0, 1.0, text, content_hash(text))
-             for dom in ("math", "qa") for text in
-             (synthetic.document(arith[dom][i:i + per_doc]) for i in range(0, len(arith[dom]), per_doc))]
-    lap("post_split")
+        post_rows, post_stats = build_post(cfg, root, arith, banned, tally, Path(tmp))
+        train, val = split_val(docs, cfg.val_fraction)
+        per_doc = cfg.synthetic.problems_per_doc
+        synth = [Doc(f"synthetic-{dom}", dom, 0, 1.0, text, content_hash(text))
+                 for dom in ("math", "qa") for text in
+                 (synthetic.document(arith[dom][i:i + per_doc]) for i in range(0, len(arith[dom]), per_doc))]
+        lap("post_split")
 
-    tok, sample_chars = build_tokenizer(cfg, root, [d.text for d in train + synth])
-    eos = tok.token_to_id(EOS)
-    lap("tokenizer")
+        tok, sample_chars = build_tokenizer(cfg, root, [d.text for d in train + synth], Path(tmp))
+        lap("tokenizer")
 
-    train_ids = encode_docs(tok, [d.text for d in train + synth], eos)
+        train_ids, val_ids, dropped_ids = tokenize(
+            tok, [[d.text for d in train + synth], [d.text for d in val], [t for _, _, t in dropped]], cfg, ex)
+        lap("tokenize")
+    lap("executor_stop")
     pool = [TokDoc(d.source, d.domain, d.tier, d.weight, ids) for d, ids in zip(train + synth, train_ids)]
     train_tok = pool[:len(train)]  # the real documents; synthetic ones go only where a mix asks for them
-    val_tokens = [ids.size for ids in encode_docs(tok, [d.text for d in val], eos)]
-    dropped_tokens = [ids.size for ids in encode_docs(tok, [t for _, _, t in dropped], eos)]
-    lap("tokenize")
+    val_tokens = [ids.size for ids in val_ids]
+    dropped_tokens = [ids.size for ids in dropped_ids]
 
     mixes = {name: plan_mix(name, mix, pool, cfg.seed) for name, mix in cfg.mixes.items()}
     long_docs: dict[str, list[TokDoc]] = defaultdict(list)
@@ -297,8 +397,8 @@ def run(ctx: StageContext) -> dict[str, float]:
         _write_jsonl(out / "val" / f"{dom}.jsonl", [{"text": d.text} for d in val if d.domain == dom])
     for name, rows in post_rows.items():
         _write_jsonl(out / "post" / f"{name}.jsonl", rows)
-    _write_jsonl(out / "eval" / "arc_easy.jsonl", arc)
-    _write_jsonl(out / "eval" / "arithmetic.jsonl", arithmetic_items(arith["eval"]))
+    for task, rows in eval_rows.items():
+        _write_jsonl(out / "eval" / f"{task}.jsonl", rows)
     lap("write")
 
     # ---- stats -----------------------------------------------------------------------------------------
@@ -315,9 +415,11 @@ def run(ctx: StageContext) -> dict[str, float]:
         "post_dropped": post_stats["dropped"],
         "eval": {"arc_easy": len(arc), "arithmetic": len(arith["eval"])},
         "fuzzy_dedup": fuzzy,
+        "decontam": tally.as_stats(),
         "tokenizer": {"vocab_size": tok.get_vocab_size(with_added_tokens=True), "trained_on_chars": sample_chars,
                       "path": cfg.tokenizer.path},
         "train_tokens": int(sum(d["tokens"] for d in mixes["pretrain"][1].values())) if "pretrain" in mixes else 0,
+        "executor": executor,  # how it ran, like "seconds": the same artifact comes from either executor
     }
     lengths = defaultdict(list)
     for d in train_tok:
@@ -326,10 +428,13 @@ def run(ctx: StageContext) -> dict[str, float]:
     lap("stats")
     stats["seconds"] = {**clock, "total": round(time.time() - start, 2)}
     (out / "stats.json").write_text(json.dumps(stats, indent=1, sort_keys=True))
-    metrics = flat_metrics(stats)
-    ctx.log_metrics(metrics)
-    log.info("curate: %d documents, %d pretrain tokens, vocab %d, %.1fs", len(train) + len(val),
-             stats["train_tokens"], stats["tokenizer"]["vocab_size"], stats["seconds"]["total"])
+    report, *plots = write_report(stats, out)
+    ctx.log_artifact(report, "report")
+    for p in plots:
+        ctx.log_artifact(p)
+    ctx.log_metrics(flat_metrics(stats))
+    log.info("curate: %d documents, %d pretrain tokens, vocab %d, %.1fs\n%s", len(train) + len(val),
+             stats["train_tokens"], stats["tokenizer"]["vocab_size"], stats["seconds"]["total"], render_text(stats))
     return {
         "train_tokens": float(stats["train_tokens"]),
         "midtrain_tokens": float(sum(d["tokens"] for d in stats["mixes"].get("midtrain", {}).values())),

@@ -4,6 +4,8 @@ import bz2
 import gzip
 import json
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from olmoflow.data.config import CurateConfig, SourceConfig
@@ -92,5 +94,23 @@ def test_check_sources_covers_post_eval_and_tokenizer(tmp_path):
                        eval={"arc_easy": "a.txt"}, tokenizer={"path": "dolma2/tokenizer.json"})
     with pytest.raises(ValueError, match=r"tokenizer.path 'dolma2/tokenizer.json' is not a file"):
         check_sources(cfg)
-    with pytest.raises(ValueError, match=r"only local folders"):
-        check_sources(CurateConfig(sources_dir="s3://bucket/sources"))
+
+
+def test_parquet_reads_the_text_column(tmp_path):
+    pq.write_table(pa.table({"id": [1, 2, 3], "body": ["first doc", None, "third doc"]}), tmp_path / "a.parquet")
+    pq.write_table(pa.table({"body": pa.array([b"bytes \xff doc"], pa.binary())}), tmp_path / "b.parquet")
+    docs = read_source(src(path="*.parquet", format="parquet", text_field="body"), tmp_path)
+    assert [(d.id, d.data) for d in docs] == [("a.parquet#0", "first doc"), ("a.parquet#2", "third doc"),
+                                              ("b.parquet#0", b"bytes \xff doc")]
+    with pytest.raises(ValueError, match=r"^curate: source 's': cannot read .*a\.parquet \(ValueError: no column "
+                                         r"'text' \(columns: id, body\)\)$"):
+        read_source(src(path="a.parquet", format="parquet"), tmp_path)
+    (tmp_path / "bad.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(ValueError, match=r"^curate: source 's': cannot read .*bad\.parquet \(ArrowInvalid"):
+        read_source(src(path="bad.parquet", format="parquet"), tmp_path)
+
+
+def test_jsonl_text_field(tmp_path):
+    (tmp_path / "j.jsonl").write_text(json.dumps({"content": "from content", "text": "not this"}) + "\n")
+    assert [d.data for d in read_source(src(path="j.jsonl", format="jsonl", text_field="content"), tmp_path)] == \
+        ["from content"]
