@@ -1,13 +1,24 @@
 """Training-step throughput: olmoflow's Olmo3 vs transformers' Olmo3ForCausalLM (sdpa), in one run.
 
     python bench/train_step.py                      # d_model 256, 4 layers, seq 256, vocab 8192, CPU
-    python bench/train_step.py --threads 2 --steps 20
+    python bench/train_step.py --threads 1 --steps 20
+    python bench/train_step.py --compile            # olmoflow's blocks through torch.compile (opt-in)
 
-Both models get the same config, the same weights, the same batches, the same loss (mean token cross-entropy on
-float32 logits) and the same AdamW; one step = forward + backward + optimizer step. Steps alternate between the two
-models so load from other processes hits both alike; the median wall time per step gives tokens/s, and the ratio
-is also shown by CPU time per step (steadier on shared cores). MFU is model FLOPs (olmoflow/model/flops.py) per
-second over the peak measured here with a large fp32 matmul.
+Both models get the same config, the same weights, the same batches and the same loss (mean token cross-entropy
+over float32 logits, no document masking, no z-loss); one step = forward + backward + AdamW step. Each side runs
+its own normal training step:
+- olmoflow's training path: `model(ids, labels=...)`, the LM head fused with the loss (olmoflow/model/lm_loss.py;
+  a z-loss would cost nothing more), RMSNorm/RoPE with hand-written backward (olmoflow/model/fused.py), AdamW from
+  `build_optimizer` (fused), as olmoflow/train/loop.py runs them;
+- transformers as its `Trainer` does: `model(input_ids, labels=..., shift_labels=...).loss` (ForCausalLMLoss: float
+  logits + F.cross_entropy, which is also what logits + F.cross_entropy by hand costs; shift_labels gives it our
+  targets), and the fused AdamW (`adamw_torch_fused` is Trainer's default with torch >= 2.8), same parameter groups.
+The first step's two losses are printed: they agree to float32 rounding.
+
+Steps alternate between the two models so load from other processes hits both alike; the median wall time per step
+gives tokens/s, and the ratio is also shown by CPU time per step (steadier on shared cores). MFU is model FLOPs
+(olmoflow/model/flops.py) per second over the peak measured here with a large fp32 matmul (best of the samples
+taken before and after the steps).
 """
 
 from __future__ import annotations
@@ -16,15 +27,23 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from olmoflow.model import ModelConfig, Olmo3
 from olmoflow.model.flops import flops_per_token, num_params
 from olmoflow.model.hf import hf_name, to_hf_config
-from olmoflow.train.optim import build_optimizer
+from olmoflow.train.optim import build_optimizer, param_groups
+
+
+class Step(NamedTuple):
+    """Wall and CPU seconds of one training step, and its loss."""
+
+    wall: float
+    cpu: float
+    loss: float
 
 
 def matmul_peak(n: int = 2048, reps: int = 10) -> float:
@@ -40,19 +59,15 @@ def matmul_peak(n: int = 2048, reps: int = 10) -> float:
     return 2 * n**3 / best
 
 
-def step_fn(model: nn.Module,
-            logits_of: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], tuple[float, float]]:
-    optimizer = build_optimizer(model, lr=1e-4)
-
-    def step(batch: torch.Tensor) -> tuple[float, float]:
-        """Wall and CPU seconds of one training step."""
+def step_fn(model: nn.Module, optimizer: torch.optim.Optimizer,
+            loss_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], Step]:
+    def step(batch: torch.Tensor) -> Step:
         t0, c0 = time.perf_counter(), time.process_time()
-        logits = logits_of(batch[:, :-1])
-        loss = F.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten())
+        loss = loss_of(batch[:, :-1].contiguous(), batch[:, 1:].contiguous())
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        return time.perf_counter() - t0, time.process_time() - c0
+        return Step(time.perf_counter() - t0, time.process_time() - c0, loss.item())
 
     return step
 
@@ -69,6 +84,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--steps", type=int, default=10, help="timed steps per model, after 2 warmup steps")
     ap.add_argument("--threads", type=int, default=0, help="torch threads; 0 = torch's default")
+    ap.add_argument("--compile", action="store_true",
+                    help="olmoflow compiles its blocks (Olmo3.compile_blocks; compiling happens in the warmup steps)")
     args = ap.parse_args()
 
     from transformers import Olmo3ForCausalLM
@@ -83,27 +100,39 @@ def main() -> None:
     theirs = Olmo3ForCausalLM._from_config(to_hf_config(cfg), attn_implementation="sdpa")
     theirs.load_state_dict({hf_name(k): v.clone() for k, v in ours.state_dict().items()})
     ours.train()
+    if args.compile:
+        ours.compile_blocks()
     theirs.train()
-    steps = {"olmoflow": step_fn(ours, ours), "transformers": step_fn(theirs, lambda x: theirs(x).logits)}
+    steps = {
+        "olmoflow": step_fn(ours, build_optimizer(ours, lr=1e-4),
+                            lambda x, y: ours(x, labels=y).total / y.numel()),
+        "transformers": step_fn(theirs, torch.optim.AdamW(param_groups(theirs, 0.1), lr=1e-4, betas=(0.9, 0.95),
+                                                          fused=True),
+                                lambda x, y: theirs(input_ids=x, labels=x, shift_labels=y).loss),
+    }
 
+    peak = matmul_peak()
     batches = torch.randint(0, cfg.vocab_size, (args.steps + 2, args.batch, args.seq + 1))
     wall: dict[str, list[float]] = {k: [] for k in steps}
     cpu: dict[str, list[float]] = {k: [] for k in steps}
+    first_loss: dict[str, float] = {}
     for i, batch in enumerate(batches):
         order = list(steps) if i % 2 == 0 else list(reversed(steps))
         for name in order:
-            w, c = steps[name](batch)
+            s = steps[name](batch)
+            first_loss.setdefault(name, s.loss)
             if i >= 2:
-                wall[name].append(w)
-                cpu[name].append(c)
+                wall[name].append(s.wall)
+                cpu[name].append(s.cpu)
 
     tokens = args.batch * args.seq
-    peak = matmul_peak()
+    peak = max(peak, matmul_peak())
     fpt = flops_per_token(cfg, args.seq)
     print(f"config: d_model {cfg.d_model}, layers {cfg.n_layers}, heads {cfg.n_heads}/{cfg.n_kv_heads}, "
           f"seq {args.seq}, window {cfg.sliding_window}, vocab {cfg.vocab_size}, batch {args.batch}, "
           f"params {num_params(cfg) / 1e6:.2f}M, threads {torch.get_num_threads()}")
     print(f"fp32 matmul peak: {peak / 1e9:.1f} GFLOP/s; model FLOPs/token: {fpt / 1e6:.1f} M")
+    print(f"first-step loss: olmoflow {first_loss['olmoflow']:.6f}, transformers {first_loss['transformers']:.6f}")
     rate = {}
     for name, ts in wall.items():
         rate[name] = tokens / statistics.median(ts)

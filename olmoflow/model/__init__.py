@@ -1,4 +1,5 @@
-"""The Olmo 3 dense decoder (olmo3.py), its masks and RoPE, KV-cache generation, HF import/export, FLOPs.
+"""The Olmo 3 dense decoder (olmo3.py), its masks and RoPE, its fused training kernels (lm_loss.py, fused.py),
+KV-cache generation, HF import/export, FLOPs.
 
 `Olmo3` and `generate` load lazily: `olmoflow.config` imports this package for ModelConfig, and a config check
 (or a cached stage) should not pay for importing torch.

@@ -1,9 +1,10 @@
 """Rotary position embeddings, plain (sliding layers) and YaRN-scaled (full layers in long-context).
 
-The arithmetic follows transformers' Olmo3 rotary embedding step by step (float32 inverse frequencies, cos/sin of
-the concatenated half-frequencies, "rotate half" pairing), so our logits match HF's to float32 rounding. Tables are
-computed per forward from the config rather than held in buffers: a model built on the meta device then needs no
-re-initialization, and the state dict stays exactly HF's.
+The arithmetic follows transformers' Olmo3 rotary embedding (float32 inverse frequencies, "rotate half" pairing),
+so our logits match HF's to float32 rounding; HF's cos/sin tables repeat the half-frequencies twice, ours keep one
+half (olmoflow/model/fused.py rotates each half of x with it). Tables are computed per forward from the config
+rather than held in buffers: a model built on the meta device then needs no re-initialization, and the state dict
+stays exactly HF's.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import math
 
 import torch
 
+from olmoflow.model import fused
 from olmoflow.model.config import YarnConfig
 
 
@@ -38,18 +40,19 @@ def inv_freq(head_dim: int, theta: float, yarn: YarnConfig | None = None,
 
 
 def cos_sin(inv: torch.Tensor, scale: float, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos, sin tables [B, T, 1, head_dim] for integer positions [B, T] (B may be 1; broadcast over heads)."""
+    """cos, sin tables [B, T, 1, head_dim/2] for integer positions [B, T] (B may be 1; broadcast over heads).
+
+    HF's tables are these twice over (cos of the concatenated half-frequencies); one half is all `apply` reads.
+    """
     freqs = positions[..., None].float() * inv
-    emb = torch.cat((freqs, freqs), dim=-1)
-    cos, sin = emb.cos(), emb.sin()
+    cos, sin = freqs.cos(), freqs.sin()
     if scale != 1.0:
         cos, sin = cos * scale, sin * scale
     return cos.unsqueeze(2), sin.unsqueeze(2)
 
 
 def apply(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate x [B, T, heads, head_dim] by the tables ("rotate half": pairs dimension i with i + head_dim/2)."""
-    x1, x2 = x.chunk(2, dim=-1)
-    rotated = torch.cat((-x2, x1), dim=-1)
-    # The tables are float32; a bf16 model keeps its dtype (as HF does).
-    return (x * cos + rotated * sin).to(x.dtype)
+    """Rotate x [B, T, heads, head_dim] by the half tables ("rotate half": pairs dimension i with i + head_dim/2):
+    x * cos + rotate_half(x) * sin with HF's full tables."""
+    # The tables are float32; a bf16 model computes in float32 and keeps its dtype (as HF does).
+    return fused.rope(x.float(), cos, sin).to(x.dtype)

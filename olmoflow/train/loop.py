@@ -28,7 +28,6 @@ from olmoflow.train import dist_checkpoint, parallel
 from olmoflow.train.averaging import WeightSum
 from olmoflow.train.config import TrainConfig
 from olmoflow.train.loader import TokenLoader
-from olmoflow.train.losses import loss_sums
 from olmoflow.train.mfu import peak_flops
 from olmoflow.train.optim import build_optimizer
 from olmoflow.train.resume import ResumeError, Resumer, rng_state, set_rng_state
@@ -64,6 +63,8 @@ class Trainer:
         self.step_offset, self.world = step_offset, world
         self.accum = cfg.batch_tokens // per_step
         self.wrapped = world.size > 1 or cfg.activation_checkpointing
+        if cfg.compile:
+            model.compile_blocks()  # before sharding: FSDP wraps the compiled blocks
         self.model = parallel.parallelize(model, world, cfg.activation_checkpointing)
         self.opt = build_optimizer(self.model, cfg.lr, cfg.betas, cfg.weight_decay)
         self.skip = SpikeDetector(cfg.skip_sigma, cfg.skip_window)
@@ -149,9 +150,9 @@ class Trainer:
         for i, b in enumerate(batches):
             parallel.sync_grads(self.model, i == len(batches) - 1)
             ids, docs, labels = (t.to(device) for t in (b.input_ids, b.doc_ids, b.labels))
-            logits = self.model(ids, docs if cfg.intra_doc_mask else None)
-            ce, z = loss_sums(logits, labels)
-            ((ce + cfg.z_loss * z) / targets.clamp(min=1)).backward()
+            # the model's fused head + loss: chunks of tokens, never the [tokens, vocab] logits (model/lm_loss.py)
+            total, ce, z = self.model(ids, docs if cfg.intra_doc_mask else None, labels=labels, z_loss=cfg.z_loss)
+            (total / targets.clamp(min=1)).backward()
             ce_total += ce.detach()
             z_total += z.detach()
         sums = self.world.sum(torch.stack([ce_total, z_total])) / targets.clamp(min=1)
