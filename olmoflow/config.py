@@ -94,8 +94,9 @@ class FlowConfig(Section):
         sections = {"curate": ["curate"], "pretrain": ["model", "pretrain"], "midtrain": ["midtrain"],
                     "long-context": ["long_context"], "sft": ["sft"], "dpo": ["dpo"], "rlvr": ["rlvr"],
                     "eval": ["eval"]}[stage]
-        # where curate runs (in-process or Ray, how many CPUs) never changes what it writes
-        excluded = {"curate": {"ray"}}
+        # where curate runs (in-process or Ray) and which attention kernel computes the same function never change
+        # what a stage writes
+        excluded = {"curate": {"ray"}, "model": {"attn_backend"}}
         return {s: getattr(self, s).model_dump(mode="json", exclude=excluded.get(s)) for s in sections}
 
 

@@ -1,8 +1,12 @@
-"""Attention masks: causal, AND within the sliding window (sliding layers), AND within one document (packing).
+"""Attention and its masks: causal, AND within the sliding window (sliding layers), AND within one document (packing).
 
-Masks are boolean, True = may attend, shaped [B or 1, 1, T_q, T_k] for `F.scaled_dot_product_attention`. A forward
-builds one mask per layer type and every layer of that type reuses it. `None` stands for the plain causal mask: SDPA
-then takes its `is_causal` fast path instead of reading a T x T tensor.
+Two backends compute the same numbers (`ModelConfig.attn_backend`):
+- sdpa: boolean masks, True = may attend, shaped [B or 1, 1, T_q, T_k] for `F.scaled_dot_product_attention`;
+  `None` stands for the plain causal mask, so SDPA takes its `is_causal` fast path instead of reading a T x T tensor.
+- flex: the same rule as flex_attention BlockMasks and a compiled kernel that skips masked-out tiles (flex.py).
+  "auto" picks it on CUDA for forwards over whole sequences (training, scoring); torch has no CPU backward for it.
+A forward builds one mask per layer type and every layer of that type reuses it; `attend` dispatches on the mask's
+type, so the KV-cache path of generation, which always builds boolean masks (`position_mask`), stays on SDPA.
 """
 
 from __future__ import annotations
@@ -10,17 +14,46 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
+
+from olmoflow.model import flex
+from olmoflow.model.config import ModelConfig
+
+Mask = torch.Tensor | flex.BlockMask | None
+"""One layer's mask: a boolean SDPA mask, a flex BlockMask, or None for SDPA's plain causal mask."""
 
 
 @dataclass
 class Masks:
     """The mask of each layer type for one forward; None = plain causal (only valid when T_q == T_k)."""
 
-    full: torch.Tensor | None
-    sliding: torch.Tensor | None
+    full: Mask
+    sliding: Mask
 
-    def get(self, is_full: bool) -> torch.Tensor | None:
+    def get(self, is_full: bool) -> Mask:
         return self.full if is_full else self.sliding
+
+
+def resolve_backend(cfg: ModelConfig, device: torch.device) -> str:
+    """"sdpa" or "flex" for a forward over whole sequences on `device` ("auto": flex on CUDA only)."""
+    if cfg.attn_backend == "auto":
+        return "flex" if device.type == "cuda" else "sdpa"
+    return cfg.attn_backend
+
+
+def forward_masks(cfg: ModelConfig, t: int, doc_ids: torch.Tensor | None, device: torch.device) -> Masks:
+    """Masks of cfg's backend for a forward over whole sequences [B, T] (training, scoring; no KV cache)."""
+    if resolve_backend(cfg, device) == "flex":
+        return Masks(*flex.block_masks(t, cfg.sliding_window, doc_ids, device))
+    return training_masks(t, cfg.sliding_window, doc_ids, device)
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Mask, gqa: bool) -> torch.Tensor:
+    """Attention of q [B, H, T_q, d] over k / v [B, H_kv, T_k, d] under `mask`, by the backend its type names."""
+    if isinstance(mask, flex.BlockMask):
+        return flex.attention(q, k, v, mask, gqa)
+    # enable_gqa lets SDPA broadcast the shared K/V heads instead of materializing repeat_interleave copies.
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None, enable_gqa=gqa)
 
 
 def document_positions(doc_ids: torch.Tensor) -> torch.Tensor:

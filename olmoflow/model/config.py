@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, model_validator
 
 from olmoflow._base import Section
@@ -35,6 +37,10 @@ class ModelConfig(Section):
     norm_eps: float = Field(1e-6, gt=0)
     init_std: float = Field(0.02, gt=0)
     yarn: YarnConfig | None = None
+    attn_backend: Literal["auto", "sdpa", "flex"] = "auto"
+    """Attention kernel, same numbers either way: auto = flex (compiled flex_attention) on CUDA when training or
+    scoring without a KV cache, SDPA otherwise; KV-cache generation is always SDPA. Not architecture: HF export
+    leaves it out, so a loaded checkpoint has "auto"."""
 
     @model_validator(mode="after")
     def _check(self) -> "ModelConfig":

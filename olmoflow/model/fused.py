@@ -26,10 +26,11 @@ class _RMSNorm(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         xhat, weight, rstd = ctx.saved_tensors
         # y = xhat * w with xhat = x * rstd:  dx = rstd * (g w - xhat * mean(g w xhat)),  dw = sum over rows of g xhat
-        gw = grad * weight
+        # in x's dtype: under CPU bf16 autocast x (and so xhat) is bf16 while the weight stays float32
+        gw = (grad * weight).to(xhat.dtype)
         mean = torch.linalg.vecdot(gw, xhat).unsqueeze(-1).div_(xhat.shape[-1])
         dx = torch.addcmul(gw, xhat, mean, value=-1).mul_(rstd)
-        dw = (grad * xhat).reshape(-1, xhat.shape[-1]).sum(0) if ctx.needs_input_grad[1] else None
+        dw = (grad * xhat).reshape(-1, xhat.shape[-1]).sum(0).to(weight.dtype) if ctx.needs_input_grad[1] else None
         return dx, dw, None
 
 

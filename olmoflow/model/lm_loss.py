@@ -102,4 +102,10 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: tor
     """Loss sums of logits = hidden @ weight.T against labels (IGNORE = not scored): hidden [..., d], weight
     [V, d], labels [...]."""
     flat = hidden.reshape(-1, hidden.shape[-1])
+    device = hidden.device.type
+    if torch.is_autocast_enabled(device):
+        # autocast does not reach inside a custom Function (and mm with out= is never cast): cast here, as it
+        # would cast lm_head's matmul, so the head runs in bf16 like every other matmul of the step
+        dtype = torch.get_autocast_dtype(device)
+        flat, weight = flat.to(dtype), weight.to(dtype)
     return LossSums(*_LinearCrossEntropy.apply(flat, weight, labels.reshape(-1), z_loss))

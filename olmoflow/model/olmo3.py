@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from olmoflow.model import fused, rope
-from olmoflow.model.attention import Masks, document_positions, training_masks
+from olmoflow.model.attention import Mask, Masks, attend, document_positions, forward_masks
 from olmoflow.model.config import ModelConfig
 from olmoflow.model.lm_loss import LossSums, linear_cross_entropy
 
@@ -52,7 +52,7 @@ class Attention(nn.Module):
         self.k_norm = RMSNorm(kv_dim, cfg.norm_eps)
         self.gqa = cfg.n_kv_heads != cfg.n_heads
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: Mask,
                 cache: KVCache | None = None) -> torch.Tensor:
         b, t, _ = x.shape
         q = self.q_norm(self.q_proj(x)).view(b, t, -1, self.head_dim)
@@ -62,8 +62,7 @@ class Attention(nn.Module):
         v = v.transpose(1, 2)
         if cache is not None:
             k, v = cache.update(k, v)
-        # enable_gqa lets SDPA broadcast the shared K/V heads instead of materializing repeat_interleave copies.
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None, enable_gqa=self.gqa)
+        out = attend(q, k, v, mask, self.gqa)  # SDPA with a boolean mask, or flex_attention with a BlockMask
         return self.o_proj(out.transpose(1, 2).reshape(b, t, -1))
 
 
@@ -87,7 +86,7 @@ class Block(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.post_feedforward_layernorm = RMSNorm(cfg.d_model, cfg.norm_eps)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: Mask,
                 cache: KVCache | None = None) -> torch.Tensor:
         h = x + self.post_attention_layernorm(self.self_attn(x, cos, sin, mask, cache))
         return h + self.post_feedforward_layernorm(self.mlp(h))
@@ -138,7 +137,7 @@ class Olmo3(nn.Module):
             positions = torch.arange(t, device=input_ids.device)[None]  # one row of RoPE tables, broadcast over B
         else:
             positions = document_positions(doc_ids)
-        masks = training_masks(t, self.cfg.sliding_window, doc_ids, input_ids.device)
+        masks = forward_masks(self.cfg, t, doc_ids, input_ids.device)
         hidden = self.hidden(input_ids, positions, masks)
         if labels is not None:
             return linear_cross_entropy(hidden, self.lm_head.weight, labels, z_loss)
