@@ -9,6 +9,10 @@ from pydantic import Field, model_validator
 from olmoflow._base import Section
 
 
+FilterKind = Literal["prose", "code", "none"]
+"""The quality rule sets of olmoflow/data/filters.py."""
+
+
 class SourceConfig(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     """Names the source in stats, metrics and errors."""
@@ -33,6 +37,10 @@ class SourceConfig(Section):
     holdout: str | None = None
     """A glob of files in the same format whose documents are removed from this source by exact match
     (e.g. MATH-500 out of the MATH problems), counted under the rule 'holdout'."""
+    filters: FilterKind | None = None
+    """Which quality rules judge its documents (olmoflow/data/filters.py): prose (Gopher + C4), code (The Stack /
+    StarCoder), none (curated sets such as MATH: dedup and decontamination only); None = code for domain 'code',
+    else prose."""
 
 
 class TokenizerConfig(Section):
@@ -48,15 +56,103 @@ class TokenizerConfig(Section):
     """Split numbers into single digits before BPE (small models then learn arithmetic digit by digit)."""
 
 
-class FilterConfig(Section):
-    min_chars: int = Field(200, ge=0)
-    """Rule too_short: fewer characters than this (after normalization)."""
-    max_chars: int = Field(2_000_000, gt=0)
-    """Rule too_long: more characters than this (dumps, generated tables)."""
-    min_alpha: float = Field(0.5, ge=0, le=1)
-    """Rule low_alpha: share of letters among the non-space characters below this (tables, encoded data)."""
+class ProseFilterConfig(Section):
+    """Gopher's quality and repetition rules (Rae et al. 2021, appendix A) and C4's boilerplate rules, as
+    document rules; defaults are the papers' values except where the real sources said otherwise (noted)."""
+
+    min_words: int = Field(50, ge=0)
+    """Rule word_count: fewer words than this (words with a character that is not punctuation) ..."""
+    max_words: int = Field(100_000, gt=0)
+    """... or more than this."""
+    min_mean_word: float = Field(3.0, ge=0)
+    """Rule word_length: mean word length (letters and digits per word) below this ..."""
+    max_mean_word: float = Field(10.0, gt=0)
+    """... or above this."""
+    max_symbol_ratio: float = Field(0.1, ge=0)
+    """Rule symbols: '#' per word, or '...'/'…' per word, above this (a run such as an rst '####' underline
+    counts once)."""
+    max_bullet_lines: float = Field(0.9, ge=0, le=1)
+    """Rule bullet_lines: share of non-empty lines that start with a bullet (•, -, *, ...) above this."""
+    max_ellipsis_lines: float = Field(0.3, ge=0, le=1)
+    """Rule ellipsis_lines: share of non-empty lines that end with '...' or '…' above this."""
+    min_alpha_words: float = Field(0.8, ge=0, le=1)
+    """Rule alpha_words: share of the counted words (see min_words) holding a letter below this."""
+    min_stop_words: int = Field(2, ge=0)
+    """Rule stop_words: fewer occurrences of the, be, to, of, and, that, have, with than this."""
+    max_dup_lines: float = Field(0.4, ge=0, le=1)
+    """Rule dup_lines: share of non-empty lines that repeat an earlier line above this (Gopher: 0.3, which a play's
+    speaker lines reach and reference docs' directive lines pass) ..."""
+    max_dup_line_chars: float = Field(0.3, ge=0, le=1)
+    """... or share of the lines' characters in such repeats above this (Gopher: 0.2)."""
+    max_dup_paras: float = Field(0.4, ge=0, le=1)
+    """Rule dup_paras: share of paragraphs (split at blank lines) that repeat an earlier one above this (Gopher:
+    0.3, which reStructuredText reaches with its headings, paragraphs of their own: 'Syntax', 'Return values') ..."""
+    max_dup_para_chars: float = Field(0.3, ge=0, le=1)
+    """... or share of the paragraphs' characters in such repeats above this (Gopher: 0.2)."""
+    max_top_ngram: dict[int, float] = {2: 0.20, 3: 0.18, 4: 0.16}
+    """Rule top_ngram: for each n, share of word characters covered by the most frequent word n-gram above this."""
+    max_dup_ngram: dict[int, float] = {5: 0.30, 6: 0.28, 7: 0.26, 8: 0.24, 9: 0.22, 10: 0.20}
+    """Rule dup_ngram: for each n, share of word characters inside repeats of an earlier word n-gram above this.
+    Twice Gopher's 0.15 ... 0.10: reference docs repeat their formulas ('Return NULL on failure', 'Availability:
+    Unix'), and at Gopher's values 15% of the Python docs went (os.rst among them); wiki, news and books stay
+    under 0.07."""
+    lorem_ipsum: bool = True
+    """Rule lorem_ipsum: drop a document holding 'lorem ipsum' (C4 drops the page)."""
+    max_boilerplate_lines: float = Field(0.1, ge=0, le=1)
+    """Rule boilerplate: share of non-empty lines naming javascript, cookies, terms of use or a privacy policy
+    above this (C4 removes each such line; here a page a tenth chrome goes whole; our sources peak at 0.03, lines
+    that are content, like 'JavaScript Object Notation')."""
+    max_curly_lines: float = Field(0.2, ge=0, le=1)
+    """Rule curly_brace: share of non-empty lines holding '{' above this. C4 drops a page with any (0 here), which
+    would take a third of the Python docs and a quarter of the kernel docs for their code samples; at 0.2 it
+    takes what is mostly code, dumps or LaTeX. Never applied to code."""
+
+    @model_validator(mode="after")
+    def _check(self) -> "ProseFilterConfig":
+        for name in ("max_top_ngram", "max_dup_ngram"):
+            if any(n < 1 or not 0 <= x <= 1 for n, x in getattr(self, name).items()):
+                raise ValueError(f"{name}: keys are n-gram sizes (>= 1), values shares in [0, 1]")
+        return self
+
+
+class CodeFilterConfig(Section):
+    """Heuristics of code corpora (The Stack, StarCoder, RedPajama/Dolma code filters), as document rules."""
+
+    max_line_chars: int = Field(1000, gt=0)
+    """Rule long_line: a line longer than this (minified or generated code, embedded data)."""
+    max_mean_line: float = Field(100.0, gt=0)
+    """Rule mean_line: mean line length above this."""
+    min_alnum: float = Field(0.25, ge=0, le=1)
+    """Rule low_alnum: share of letters and digits among all characters below this."""
+    autogen_lines: int = Field(5, ge=0)
+    """Rule autogenerated: one of autogen_markers (case-insensitive) in the first this many lines."""
+    autogen_markers: list[str] = ["auto-generated", "autogenerated", "automatically generated", "generated by",
+                                  "do not edit"]
+    """Header phrases that mark a generated file."""
+    max_encoded: float = Field(0.5, ge=0, le=1)
+    """Rule encoded_data: share of characters in base64-like runs (64+), hex byte lists (8+ bytes) or
+    \\uXXXX escapes (8+) above this (StarCoder's encoded-data filter)."""
+    max_data_lines: float = Field(0.5, ge=0, le=1)
+    """Rule data_lines: share of non-empty lines that hold only literals (numbers, strings, separators, a
+    trailing comment) above this: tables, not code."""
     max_dup_lines: float = Field(0.5, ge=0, le=1)
-    """Rule repetitive: share of a document's substantial lines (>= 10 chars) that repeat an earlier one."""
+    """Rule repetitive: share of substantial lines (>= 10 chars) that repeat an earlier one above this."""
+
+
+class FilterConfig(Section):
+    """Quality rules (olmoflow/data/filters.py); each source gets the prose or the code set (SourceConfig.filters)."""
+
+    min_chars: int = Field(200, ge=0)
+    """Rule too_short (both sets): fewer characters than this (after normalization)."""
+    max_chars: int = Field(2_000_000, gt=0)
+    """Rule too_long (both sets): more characters than this (dumps, generated tables)."""
+    max_undecodable: float = Field(0.01, ge=0, le=1)
+    """Rule undecodable (every set, 'none' included): share of a document's bytes that are not UTF-8 above this,
+    i.e. a file in another encoding (Latin-1, UTF-16): its text would be mangled, so it goes whole."""
+    prose: ProseFilterConfig = ProseFilterConfig()
+    """Rules for text (Gopher quality and repetition, C4 boilerplate)."""
+    code: CodeFilterConfig = CodeFilterConfig()
+    """Rules for source files."""
 
 
 class MixConfig(Section):

@@ -22,7 +22,11 @@ from typing import Any
 
 import numpy as np
 
-RULE_ORDER = ("holdout", "too_short", "too_long", "low_alpha", "repetitive", "decontam", "duplicate", "fuzzy_dedup")
+from olmoflow.data.config import FilterConfig
+from olmoflow.data.filters import rules
+
+RULE_ORDER = ("holdout", "undecodable", *dict.fromkeys([*rules(FilterConfig(), "prose"), *rules(FilterConfig(), "code")]),
+              "decontam", "duplicate", "fuzzy_dedup")
 """The order curate applies its rules in; the report's columns follow it (unknown rules go last)."""
 DASH = "—"
 

@@ -40,7 +40,7 @@ from olmoflow.data.decon import DeconIndex, DeconTally, eval_items
 from olmoflow.data.dedup import content_hash, exact_dedup, unit_interval, val_mask
 from olmoflow.data.evalsets import arc_items, arithmetic_items
 from olmoflow.data.execute import Executor, open_executor
-from olmoflow.data.filters import first_failed, rules
+from olmoflow.data.filters import first_failed, kind_of, rules
 from olmoflow.data.minhash import FuzzyResult, Shingles, cluster, signatures_for
 from olmoflow.data.mixing import TokDoc, plan_mix, write_domains
 from olmoflow.data.normalize import decode, normalize
@@ -97,9 +97,9 @@ class Record:
 
 def clean_files(tasks: list[FileTask], filters: FilterConfig, banned: DeconIndex) -> list[list[Record]]:
     """Batch function: each file's documents, read, normalized, hashed and judged (runs on the executor)."""
-    checks = rules(filters)
     out = []
     for t in tasks:
+        checks = rules(filters, kind_of(t.source))
         records = []
         for d in read_file(t.source, t.file):
             text, bad = _to_text(d.data)
@@ -108,6 +108,8 @@ def clean_files(tasks: list[FileTask], filters: FilterConfig, banned: DeconIndex
                 records.append(Record(d.id, content_hash(text), "", 0, 0, None, []))
                 continue
             rule, hits = first_failed(text, checks), []
+            if bad > filters.max_undecodable * len(d.data):
+                rule = "undecodable"
             if rule is None:
                 hits = banned.match(text)
                 rule = "decontam" if hits else None
@@ -135,7 +137,7 @@ def read_sources(cfg: CurateConfig, root: str, banned: DeconIndex, tally: DeconT
         kept, gone, counts = settle_source(src, records[src.name, False], holdout, cfg, seen, tally)
         docs += kept
         dropped += gone
-        source_stats[src.name] = {"domain": src.domain, "tier": src.tier, **counts}
+        source_stats[src.name] = {"domain": src.domain, "tier": src.tier, "filters": kind_of(src), **counts}
         log.info("curate: %s: %d of %d documents kept", src.name, counts["docs_out"], counts["docs_in"])
     return docs, dropped, source_stats
 
@@ -393,7 +395,12 @@ def run(ctx: StageContext) -> dict[str, float]:
     for name, (by_domain, _) in mixes.items():
         write_domains(out / name, by_domain, cfg.shard_tokens)
     write_domains(out / "long", long_docs, cfg.shard_tokens)
-    for dom in sorted({d.domain for d in val}):
+    val_tok: dict[str, list[TokDoc]] = defaultdict(list)
+    for d, ids in zip(val, val_ids):
+        val_tok[d.domain].append(TokDoc(d.source, d.domain, d.tier, d.weight, ids))
+    # held-out text (bits per byte are tokenizer-independent) and the same documents as token shards
+    write_domains(out / "val", val_tok, cfg.shard_tokens)
+    for dom in sorted(val_tok):
         _write_jsonl(out / "val" / f"{dom}.jsonl", [{"text": d.text} for d in val if d.domain == dom])
     for name, rows in post_rows.items():
         _write_jsonl(out / "post" / f"{name}.jsonl", rows)

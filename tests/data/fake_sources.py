@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import random
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +18,35 @@ ARC_QUESTIONS = [
     "A student mixes baking soda and vinegar in a cup and sees bubbles form quickly. What is the best explanation?",
     "Which characteristic of a plant is inherited from its parents rather than learned from the environment?",
 ]
-CONTAMINATED = "Here is a quiz from our class. " + ARC_QUESTIONS[1] + " Think about gas and reactions. " * 20
+_WORDS = {
+    "adj": "quiet narrow golden heavy patient distant crooked bright hollow gentle sudden ancient careful silver "
+           "restless humble".split(),
+    "verb": "crossed watched mended counted carried painted followed answered gathered measured".split(),
+    "prep": "beside beyond toward behind under across".split(),
+    "adv": "slowly gladly early twice quietly often".split(),
+}
+
+
+def _story(seed: int, sentences: int) -> str:
+    """English-like sentences that hardly repeat a word 5-gram (every 5 words hold a made-up name), so they pass
+    the Gopher rules as real prose does."""
+    rng = random.Random(seed)
+
+    def pick(kind: str) -> str:
+        return rng.choice(_WORDS[kind])
+
+    def name() -> str:
+        return "".join(rng.choice("bdfklmnprstv") + rng.choice("aeiou") for _ in range(3)).title()
+
+    return " ".join(f"The {pick('adj')} {name()} {pick('verb')} the {name()} {pick('prep')} the {pick('adj')} "
+                    f"{name()} {pick('adv')}." for _ in range(sentences))
+
+
+CONTAMINATED = "Here is a quiz from our class. " + ARC_QUESTIONS[1] + " " + _story(77, 8)
 
 
 def _prose(i: int) -> str:
-    return (f"Chapter {i}. The river ran past the old mill where the miller kept his accounts in a green book. "
-            f"Every morning number {i} he counted sacks of flour and wrote the total with care. " * 12)
+    return f"Chapter {i}. " + _story(i, 24)
 
 
 def _code(i: int) -> str:
@@ -59,8 +83,7 @@ def make_sources(root: Path) -> dict[str, Any]:
     (prose / "latin1.rst").write_bytes(_prose(99).encode() + b" caf\xe9 \xff end.")  # 2 undecodable bytes
     lit = root / "lit"
     lit.mkdir()
-    (lit / "long.txt").write_text("ACT I. " + " ".join(f"Speech {k}: to be or not to be, that is the question."
-                                                       for k in range(900)))
+    (lit / "long.txt").write_text("ACT I. " + _story(1000, 900))
     math = root / "math"
     math.mkdir()
     probs = [{"doc": {"problem": f"Compute ${k} \\cdot {k + 1}$ and explain each step in words.",
@@ -101,7 +124,7 @@ def curate_section(root: Path, **over: Any) -> dict[str, Any]:
             {"name": "prose", "path": "prose/*.rst", "format": "rst", "domain": "prose"},
             {"name": "lit", "path": "lit/*.txt", "domain": "literature"},
             {"name": "math", "path": "math/all.jsonl.gz", "format": "minerva", "domain": "math", "tier": 0,
-             "holdout": "math/held.jsonl.gz"},
+             "holdout": "math/held.jsonl.gz", "filters": "none"},
         ],
         "tokenizer": {"vocab_size": 400, "train_chars": 200_000},
         "filters": {"min_chars": 100},

@@ -19,14 +19,14 @@ STATS = {
                  "dropped": {"fuzzy_dedup": 3}, "dropped_tokens": {"fuzzy_dedup": 100}},
         "math": {"domain": "math", "tier": 0, "docs_in": 40, "docs_out": 30, "chars_in": 4000, "chars_out": 3000,
                  "tokens_in": 2000, "tokens_out": 1500, "undecodable_bytes": 0, "val_docs": 2,
-                 "dropped": {"holdout": 9, "low_alpha": 1}, "dropped_tokens": {"holdout": 420, "low_alpha": 80}},
+                 "dropped": {"holdout": 9, "alpha_words": 1}, "dropped_tokens": {"holdout": 420, "alpha_words": 80}},
     },
     "rules": {"too_short": {"docs": 12, "tokens": 300, "chars": 1},
               "decontam": {"docs": 3, "tokens": 450, "chars": 1},
               "duplicate": {"docs": 5, "tokens": 250, "chars": 1},
               "fuzzy_dedup": {"docs": 3, "tokens": 100, "chars": 1},
               "holdout": {"docs": 9, "tokens": 420, "chars": 1},
-              "low_alpha": {"docs": 1, "tokens": 80, "chars": 1}},
+              "alpha_words": {"docs": 1, "tokens": 80, "chars": 1}},
     "fuzzy_dedup": {"candidates": 9, "confirmed": 4, "clusters": 2, "removed": 3, "max_cluster": 3,
                     "mean_cluster": 2.5, "sizes": {"3": 1, "2": 1}},
     "decontam": {"enabled": True, "ngram": 8, "threshold": 0.5,
@@ -66,10 +66,10 @@ def table(md: str, heading: str, nth: int = 0) -> dict[str, dict[str, str]]:
 def test_sources_by_rules_in_documents_and_tokens():
     md = markdown(STATS)
     docs = table(md, "## Removals: documents")
-    assert list(docs["web"])[2:9] == ["documents in", "holdout", "too_short", "low_alpha", "decontam", "duplicate",
+    assert list(docs["web"])[2:9] == ["documents in", "holdout", "too_short", "alpha_words", "decontam", "duplicate",
                                       "fuzzy_dedup"]  # the pipeline's order, only rules that fired
     assert docs["web"] == {"source": "web", "domain": "web", "documents in": "100", "holdout": "0",
-                                "too_short": "12", "low_alpha": "0", "decontam": "3", "duplicate": "5",
+                                "too_short": "12", "alpha_words": "0", "decontam": "3", "duplicate": "5",
                                 "fuzzy_dedup": "0", "removed": "20", "documents out": "80"}
     assert (docs["math"]["holdout"], docs["math"]["removed"]) == ("9", "10")
     total = docs["**total**"]
@@ -109,7 +109,7 @@ def test_dedup_contamination_mixes_val_tokenizer():
 
 def test_text_table_and_metrics():
     text = render_text(STATS).splitlines()
-    assert text[0].split() == ["source", "in", "holdout", "too_short", "low_alpha", "decontam", "duplicate",
+    assert text[0].split() == ["source", "in", "holdout", "too_short", "alpha_words", "decontam", "duplicate",
                                "fuzzy_dedup", "out"]
     assert text[1].split() == ["web", "100", "0", "12", "0", "3", "5", "0", "80"]
     assert text[4].split() == ["total", "190", "9", "12", "1", "3", "5", "3", "157"]

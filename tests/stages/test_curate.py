@@ -59,6 +59,10 @@ def test_payload_layout(fake):
     assert sorted(p.name for p in (out / "midtrain").iterdir()) == ["code", "math", "qa"]
     assert [p.name for p in (out / "long").iterdir()] == ["literature"]
     assert metrics["train_tokens"] == ShardSet(out / "pretrain").num_tokens > 0
+    stats = json.loads((out / "stats.json").read_text())
+    # held-out documents come as text and as token shards of the same documents
+    for dom, n in stats["val"].items():
+        assert len(read_jsonl(out / "val" / f"{dom}.jsonl")) == n == ShardSet(out / "val" / dom).num_docs
     assert metrics["vocab_size"] == 400 == Tokenizer.from_file(str(out / "tokenizer.json")).get_vocab_size()
 
 
@@ -183,3 +187,17 @@ def test_smoke_preset_on_real_sources(tmp_path):
     assert arith and not arith & (rl | sft) and not any(q in t for q in arith for t in train)
     assert len(read_jsonl(out / "eval" / "arc_easy.jsonl")) == 100
     assert took < 60, f"smoke curate took {took:.0f}s (budget 20 s on an idle machine)"
+
+
+def test_a_file_in_another_encoding_is_dropped_and_counted(tmp_path):
+    from olmoflow.data.config import FilterConfig, SourceConfig
+    from olmoflow.data.decon import DeconIndex
+    from olmoflow.data.sources import plan_files
+    text = "Élan, café, naïve façade: déjà vu in the æther. " * 20
+    (tmp_path / "latin1.txt").write_bytes(text.encode("latin-1"))  # 1 byte per accented letter, not UTF-8
+    (tmp_path / "utf8.txt").write_bytes(text.encode("utf-8"))
+    src = SourceConfig(name="mixed", path="*.txt", filters="none")
+    tasks = [curate.FileTask(src, f, False) for f in plan_files(src, tmp_path)]
+    [latin1], [utf8] = curate.clean_files(tasks, FilterConfig(), DeconIndex({}))
+    assert latin1.rule == "undecodable" and latin1.undecodable == 7 * 20  # É é ï ç é à æ
+    assert utf8.rule is None and utf8.undecodable == 0 and utf8.text == text.strip()
