@@ -115,15 +115,16 @@ def originals(count: int, sources_dir: Path | None) -> list[str]:
     raise ValueError(f"planted: only {len(out)} distinct documents in {sources_dir}, {count} asked for")
 
 
-def edit(words: list[str], rate: float, rng: random.Random, vocab: list[str]) -> list[str]:
-    """A copy with round(rate * len) words replaced, deleted or inserted."""
+def edit(words: list[str], rate: float, rng: random.Random, vocab: list[str], min_len: int = MIN_WORDS // 2
+         ) -> list[str]:
+    """A copy with round(rate * len) words replaced, deleted or inserted (never deleted below min_len)."""
     out = list(words)
     for _ in range(max(1, round(rate * len(words)))):
         i = rng.randrange(len(out))
         op = rng.random()
         if op < 0.5:
             out[i] = rng.choice(vocab)
-        elif op < 0.75 and len(out) > MIN_WORDS // 2:
+        elif op < 0.75 and len(out) > min_len:
             del out[i]
         else:
             out.insert(i, rng.choice(vocab))

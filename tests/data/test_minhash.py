@@ -4,6 +4,7 @@ checked against a plain-Python reimplementation of the same arithmetic, and the 
 
 import random
 import re
+import sys
 import sysconfig
 from itertools import combinations
 from pathlib import Path
@@ -16,6 +17,9 @@ from olmoflow.data import minhash_shingles
 from olmoflow.data.minhash import (EMPTY, Shingles, candidate_pairs, cluster, fuzzy_dedup, jaccard, permutations,
                                      shingle_hashes, signatures, signatures_for)
 from olmoflow.data.minhash_shingles import WHITESPACE, shingles, word_hashes
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+from planted import edit  # noqa: E402  (the benchmark's planted-duplicate editor; bench/ is not a package)
 
 CFG = FuzzyDedupConfig()
 
@@ -48,20 +52,6 @@ def stdlib_docstrings(count: int) -> list[list[str]]:
     raise AssertionError(f"only {len(out)} docstrings found under {root}")
 
 
-def edit(words: list[str], rate: float, rng: random.Random, vocab: list[str]) -> list[str]:
-    """A copy with round(rate * len) words replaced, deleted or inserted."""
-    out = list(words)
-    for _ in range(max(1, round(rate * len(words)))):
-        i = rng.randrange(len(out))
-        op = rng.random()
-        if op < 0.5:
-            out[i] = rng.choice(vocab)
-        elif op < 0.75 and len(out) > 10:
-            del out[i]
-        else:
-            out.insert(i, rng.choice(vocab))
-    return out
-
 
 @pytest.fixture(scope="module")
 def planted():
@@ -76,7 +66,7 @@ def planted():
         family.append(f)
     for f in rng.sample(range(300), 100):
         for _ in range(rng.randint(1, 4)):
-            docs.append(edit(originals[f], 0.01 + 0.09 * rng.random() ** 3, rng, vocab))
+            docs.append(edit(originals[f], 0.01 + 0.09 * rng.random() ** 3, rng, vocab, min_len=10))
             family.append(f)
     order = list(range(len(docs)))
     rng.shuffle(order)  # copies may precede their original: "first" means input order, not "the original"
