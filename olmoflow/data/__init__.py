@@ -6,6 +6,7 @@ sources.py               read: a glob + a format -> raw documents (and check_sou
 normalize.py             UTF-8 decode (undecodable bytes dropped, counted), NFC, whitespace
 filters.py               quality rules, each drop counted under its first failed rule
 decon.py                 decontamination: training text holding an eval item (question n-grams + answer)
+clean.py                 step 1: read + normalize + rules + decontaminate per file, settle sources, fuzzy dedup
 dedup.py                 exact dedup and the held-out split, both by content hash
 minhash*.py              fuzzy dedup: MinHash signatures (per batch), LSH + exact Jaccard + union-find
 tokenizer.py             byte-level BPE (train or load), encode_batch

@@ -190,6 +190,7 @@ def test_smoke_preset_on_real_sources(tmp_path):
 
 
 def test_a_file_in_another_encoding_is_dropped_and_counted(tmp_path):
+    from olmoflow.data.clean import FileTask, clean_files
     from olmoflow.data.config import FilterConfig, SourceConfig
     from olmoflow.data.decon import DeconIndex
     from olmoflow.data.sources import plan_files
@@ -197,7 +198,7 @@ def test_a_file_in_another_encoding_is_dropped_and_counted(tmp_path):
     (tmp_path / "latin1.txt").write_bytes(text.encode("latin-1"))  # 1 byte per accented letter, not UTF-8
     (tmp_path / "utf8.txt").write_bytes(text.encode("utf-8"))
     src = SourceConfig(name="mixed", path="*.txt", filters="none")
-    tasks = [curate.FileTask(src, f, False) for f in plan_files(src, tmp_path)]
-    [latin1], [utf8] = curate.clean_files(tasks, FilterConfig(), DeconIndex({}))
+    tasks = [FileTask(src, f, False) for f in plan_files(src, tmp_path)]
+    [latin1], [utf8] = clean_files(tasks, FilterConfig(), DeconIndex({}))
     assert latin1.rule == "undecodable" and latin1.undecodable == 7 * 20  # É é ï ç é à æ
     assert utf8.rule is None and utf8.undecodable == 0 and utf8.text == text.strip()
