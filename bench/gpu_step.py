@@ -39,15 +39,13 @@ from typing import Any
 import torch
 from torch._dynamo.utils import counters
 
-from olmoflow.model import ModelConfig, Olmo3, flex, olmo3
+from olmoflow.model import ModelConfig, Olmo3, flex
 from olmoflow.model.flops import flops_per_token, num_params
 from olmoflow.model.hf import hf_name, to_hf_config
 from olmoflow.train.optim import build_optimizer, param_groups
 
 TOKENIZER_VOCAB = 100_278  # dolma2's tokenizer; the embedding has 100,352 rows (padded to a multiple of 128)
 H100_BF16_TFLOPS = 989.0  # dense bf16 peak of an H100 / H200 SXM
-WIRED = hasattr(olmo3, "forward_masks")
-"""Whether Olmo3 builds its masks with attention.forward_masks, i.e. honours cfg.attn_backend."""
 
 
 def preset(args: argparse.Namespace) -> ModelConfig:
@@ -247,9 +245,6 @@ def main() -> None:
         plans.append(("transformers-sdpa", "sdpa", False))
     runs: dict[str, dict[str, Any]] = {}
     for name, backend, packed in plans:
-        if backend == "flex" and not WIRED:
-            runs[name] = {"skipped": "olmoflow/model/olmo3.py does not call attention.forward_masks yet"}
-            continue
         print(f"... {name}", flush=True)
         runs[name] = run_one(name, args, cfg.model_copy(update={"attn_backend": backend}), device, tokens,
                              docs if packed else None)
@@ -271,8 +266,7 @@ def main() -> None:
         compare["olmoflow_over_transformers_tokens_per_s"] = ratio(runs["olmoflow-sdpa"], runs["transformers-sdpa"])
         compare["olmoflow_vs_transformers_max_abs_loss_delta"] = max_delta(runs["olmoflow-sdpa"],
                                                                            runs["transformers-sdpa"])
-    if WIRED:
-        compare["block_mask_ms_docs"] = block_mask_ms(cfg, docs, device)
+    compare["block_mask_ms_docs"] = block_mask_ms(cfg, docs, device)
     for key, value in compare.items():
         print(f"{key}: {'n/a' if value is None else f'{value:.4g}'}")
     print(json.dumps({

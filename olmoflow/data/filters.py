@@ -35,6 +35,7 @@ from typing import Callable
 import numpy as np
 
 from olmoflow.data.config import CodeFilterConfig, FilterConfig, FilterKind, ProseFilterConfig, SourceConfig
+from olmoflow.data.minhash_shingles import MIX
 
 Rule = Callable[[str], bool]
 """True when the document fails the rule (is dropped)."""
@@ -157,9 +158,6 @@ def dup_paras(text: str) -> tuple[float, float]:
     return duplicate_fractions([s for s in map(str.strip, _PARAGRAPHS.split(text)) if s])
 
 
-_MIX = np.uint64(0x9E3779B97F4A7C15)
-
-
 @functools.lru_cache(maxsize=1)
 def word_hashes(text: str) -> tuple[np.ndarray, np.ndarray]:
     """(64-bit hash of each word, its length); n-grams are hashed from these by a polynomial, equal words equal
@@ -172,7 +170,7 @@ def word_hashes(text: str) -> tuple[np.ndarray, np.ndarray]:
 def _ngrams(h: np.ndarray, n: int) -> np.ndarray:
     g = h[:h.size - n + 1].copy()
     for k in range(1, n):
-        g = g * _MIX + h[k:h.size - n + 1 + k]
+        g = g * MIX + h[k:h.size - n + 1 + k]
     return g
 
 

@@ -28,9 +28,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from olmoflow.data.config import FuzzyDedupConfig
-from olmoflow.data.minhash_shingles import Shingles, batches, finalize, shingles
+from olmoflow.data.minhash_shingles import MIX, Shingles, batches, finalize, shingles
 
-_MIX = np.uint64(0x9E3779B97F4A7C15)
 _CHUNK = 8192  # shingles per (hash functions × shingles) block: 9 MB of uint32 at 286 functions (measured best)
 EMPTY = np.uint32(0xFFFFFFFF)
 """Signature entries of a document without shingles (it is never a candidate: cluster() leaves it out)."""
@@ -93,7 +92,7 @@ def candidate_pairs(sig: np.ndarray, bands: int, rows: int, active: np.ndarray |
     for band in range(bands):
         key = np.zeros(idx.size, np.uint64)
         for col in sig[:, band * rows:(band + 1) * rows].T:
-            key = finalize(key * _MIX + col)
+            key = finalize(key * MIX + col)
         order = np.argsort(key, kind="stable")
         k = key[order]
         same = k[1:] == k[:-1]

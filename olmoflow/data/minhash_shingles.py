@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-_MIX = np.uint64(0x9E3779B97F4A7C15)
+MIX = np.uint64(0x9E3779B97F4A7C15)
+"""Multiplier that chains word hashes into an n-gram hash (position-dependent: "a b" and "b a" differ)."""
 _POLY = np.uint64(0xD6E8FEB86659FD93)
 """Odd, so it has an inverse mod 2^64: a word's hash is its prefix-sum difference times P^-start."""
 _POLY_INV = np.uint64(pow(int(_POLY), -1, 1 << 64))
@@ -110,7 +111,7 @@ def _batch_shingles(texts: list[str], ngram: int) -> Shingles:
         short = np.flatnonzero(counts == k)  # texts of exactly k < n words: one shingle of all k words
         if k < ngram:
             out[offsets[short]] = h[word_start[short]]
-            h = h[:-1] * _MIX + w[k:]  # h[p] now chains words p..p+k: "a b" and "b a" differ
+            h = h[:-1] * MIX + w[k:]  # h[p] now chains words p..p+k: "a b" and "b a" differ
         else:
             owner = np.repeat(np.arange(n_docs), counts)[:h.size]
             pos = np.arange(h.size) - word_start[owner]

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from olmoflow.model import ModelConfig, olmo3
+from olmoflow.model import ModelConfig
 from olmoflow.model.flops import flops_per_token, num_params
 
 SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "gpu_step.py"
@@ -47,13 +47,10 @@ def test_smoke_runs_every_step_and_ends_with_one_json_line():
     # packing documents changes what tokens see, so the two olmoflow runs really differ
     assert runs["olmoflow-sdpa-docs"]["losses"][0] != runs["olmoflow-sdpa"]["losses"][0]
 
-    if hasattr(olmo3, "forward_masks"):
-        for suffix in ("", "_docs"):
-            assert compare[f"flex_vs_sdpa_max_abs_loss_delta{suffix}"] < 1e-5
-        assert "no CPU backward" in runs["olmoflow-flex"]["skipped"]
-        assert compare["block_mask_ms_docs"] > 0
-    else:
-        assert "olmo3.py" in runs["olmoflow-flex"]["skipped"]
+    for suffix in ("", "_docs"):
+        assert compare[f"flex_vs_sdpa_max_abs_loss_delta{suffix}"] < 1e-5
+    assert "no CPU backward" in runs["olmoflow-flex"]["skipped"]
+    assert compare["block_mask_ms_docs"] > 0
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message a machine without CUDA gets")

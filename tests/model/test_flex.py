@@ -15,14 +15,11 @@ import torch
 from torch.nn.attention.flex_attention import BlockMask, create_mask
 
 from modelkit import YARN, tiny_cfg, tiny_model
-from olmoflow.model import ModelConfig, flex, olmo3
+from olmoflow.model import ModelConfig, flex
 from olmoflow.model.attention import attend, forward_masks, resolve_backend, training_masks
 from olmoflow.model.hf import config_from_hf, export_hf
 
 CPU = torch.device("cpu")
-WIRED = hasattr(olmo3, "forward_masks")
-"""Whether olmo3.py builds its masks with attention.forward_masks (and so honours cfg.attn_backend)."""
-needs_wiring = pytest.mark.skipif(not WIRED, reason="olmo3.py does not call attention.forward_masks / attend yet")
 
 
 def with_backend(cfg: ModelConfig, backend: str) -> ModelConfig:
@@ -151,7 +148,6 @@ def test_backend_is_not_architecture_hf_config_leaves_it_out(tmp_path):
     assert config_from_hf(saved) == with_backend(cfg, "auto")
 
 
-@needs_wiring
 def test_olmo3_forward_with_flex_equals_sdpa(monkeypatch):
     cfg = tiny_cfg(n_kv_heads=2, yarn=YARN)
     model = tiny_model(cfg)
@@ -170,7 +166,6 @@ def test_olmo3_forward_with_flex_equals_sdpa(monkeypatch):
     assert len(calls) == 2 * cfg.n_layers  # every layer of both flex forwards went through flex_attention
 
 
-@needs_wiring
 def test_olmo3_training_with_flex_on_cpu_fails_in_one_line():
     cfg = with_backend(tiny_cfg(), "flex")
     x = torch.randint(0, cfg.vocab_size, (1, 40))
@@ -229,7 +224,6 @@ def test_cuda_flex_forward_and_backward_equal_sdpa():
 
 @pytest.mark.gpu
 @cuda
-@needs_wiring
 def test_cuda_olmo3_training_step_with_flex_equals_sdpa():
     dev = torch.device("cuda")
     cfg = tiny_cfg(n_kv_heads=2, yarn=YARN)
