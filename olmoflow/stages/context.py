@@ -114,10 +114,8 @@ class WorkDir:
             for old in self.steps()[:-self.keep]:
                 shutil.rmtree(self.local / old, ignore_errors=True)
             return
-        dest = join(self.remote, name)
-        for f in sorted(p for p in folder.rglob("*") if p.is_file()):
-            self._storage.upload_file(f, join(dest, f.relative_to(folder).as_posix()))
-        self._storage.write_bytes(join(dest, COMPLETE), str(step).encode())
+        self.share(step, folder, sorted(p for p in folder.rglob("*") if p.is_file()))
+        self._storage.write_bytes(join(self.remote, name, COMPLETE), str(step).encode())
         shutil.rmtree(folder, ignore_errors=True)
         for old in self.steps()[:-self.keep]:
             self._storage.delete_prefix(join(self.remote, old))

@@ -166,8 +166,7 @@ def run_stage(stage: str, cfg: FlowConfig, inputs: dict[str, str], flow_run: str
         _close_log(stage_log)
         if tracker:
             tracker.log_artifact(run_id, staging / "stage.log", None)
-            tracker.set_tags(run_id, {"olmoflow.status": "failed"})
-            tracker.end_stage(run_id, "FAILED")
+        _mark_failed(tracker, run_id)
         shutil.rmtree(staging, ignore_errors=True)
         raise
     _close_log(stage_log)
@@ -187,9 +186,7 @@ def run_stage(stage: str, cfg: FlowConfig, inputs: dict[str, str], flow_run: str
                 "config": stage_cfg, "metrics": metrics, "headline": mod.HEADLINE, "mlflow_run_id": run_id,
                 "flow_run": flow_run, "started_at": start, "wall_s": round(wall, 2)})
         except BaseException:
-            if tracker:
-                tracker.set_tags(run_id, {"olmoflow.status": "failed"})
-                tracker.end_stage(run_id, "FAILED")
+            _mark_failed(tracker, run_id)
             raise
         ctx.work.clear()
         if tracker:
@@ -209,6 +206,12 @@ def run_stage(stage: str, cfg: FlowConfig, inputs: dict[str, str], flow_run: str
     if not world.lead:
         ctx.work.clear(everywhere=False)  # this machine's copies; rank 0 dropped the store's
     return result
+
+
+def _mark_failed(tracker, run_id: str | None) -> None:
+    if tracker:
+        tracker.set_tags(run_id, {"olmoflow.status": "failed"})
+        tracker.end_stage(run_id, "FAILED")
 
 
 def _cached(stage: str, fp: str, uri: str, stage_cfg: dict[str, Any], tracker, start: float) -> StageResult:
