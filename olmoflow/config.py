@@ -94,9 +94,10 @@ class FlowConfig(Section):
         sections = {"curate": ["curate"], "pretrain": ["model", "pretrain"], "midtrain": ["midtrain"],
                     "long-context": ["long_context"], "sft": ["sft"], "dpo": ["dpo"], "rlvr": ["rlvr"],
                     "eval": ["eval"]}[stage]
-        # where curate runs (in-process or Ray) and which attention kernel computes the same function never change
-        # what a stage writes
-        excluded = {"curate": {"ray"}, "model": {"attn_backend"}}
+        # where curate runs (in-process or Ray), which attention kernel computes the same function and whether
+        # blocks are compiled never change what a stage writes (beyond rounding)
+        excluded = {"curate": {"ray"}, "model": {"attn_backend"}, "pretrain": {"compile"}, "midtrain": {"compile"},
+                    "long_context": {"compile"}}
         return {s: getattr(self, s).model_dump(mode="json", exclude=excluded.get(s)) for s in sections}
 
 

@@ -39,8 +39,9 @@ class ModelConfig(Section):
     yarn: YarnConfig | None = None
     attn_backend: Literal["auto", "sdpa", "flex"] = "auto"
     """Attention kernel, same numbers either way: auto = flex (compiled flex_attention) on CUDA when training or
-    scoring without a KV cache, SDPA otherwise; KV-cache generation is always SDPA. Not architecture: HF export
-    leaves it out, so a loaded checkpoint has "auto"."""
+    scoring without a KV cache over packed documents or past the window, SDPA otherwise (attention.py says why);
+    KV-cache generation is always SDPA. Not architecture: HF export leaves it out, so a loaded checkpoint has
+    "auto"."""
 
     @model_validator(mode="after")
     def _check(self) -> "ModelConfig":

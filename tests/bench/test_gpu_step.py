@@ -36,7 +36,7 @@ def test_smoke_runs_every_step_and_ends_with_one_json_line():
 
     runs, compare = out["runs"], out["compare"]
     steps = out["warmup"] + out["steps"]
-    for name in ("olmoflow-sdpa", "olmoflow-sdpa-docs", "transformers-sdpa"):
+    for name in ("sdpa", "sdpa-docs", "transformers"):
         r = runs[name]
         assert "error" not in r, (name, r)
         assert r["tokens_per_s"] > 0 and r["mfu"] == pytest.approx(r["tokens_per_s"] * out["flops_per_token"] / 989e12)
@@ -45,11 +45,11 @@ def test_smoke_runs_every_step_and_ends_with_one_json_line():
         assert abs(r["losses"][0] - math.log(cfg.vocab_size)) < 0.1, (name, r["losses"])
     assert compare["olmoflow_vs_transformers_max_abs_loss_delta"] < 1e-4
     # packing documents changes what tokens see, so the two olmoflow runs really differ
-    assert runs["olmoflow-sdpa-docs"]["losses"][0] != runs["olmoflow-sdpa"]["losses"][0]
+    assert runs["sdpa-docs"]["losses"][0] != runs["sdpa"]["losses"][0]
 
     for suffix in ("", "_docs"):
-        assert compare[f"flex_vs_sdpa_max_abs_loss_delta{suffix}"] < 1e-5
-    assert "no CPU backward" in runs["olmoflow-flex"]["skipped"]
+        assert compare[f"flex_vs_sdpa{suffix}_max_abs_loss_delta"] < 1e-5
+    assert "no CPU backward" in runs["flex"]["skipped"]
     assert compare["block_mask_ms_docs"] > 0
 
 
@@ -59,3 +59,21 @@ def test_without_cuda_it_exits_with_one_line():
     assert proc.returncode == 1 and proc.stdout == ""
     assert proc.stderr.strip().splitlines() == ["bench/gpu_step.py: needs a CUDA device (torch.cuda.is_available() "
                                                 "is False); --smoke runs a tiny config on CPU"]
+
+
+def test_a_chosen_subset_runs_in_order_and_reports_each_run_as_it_ends():
+    proc = run("--smoke", "--runs", "sdpa-compiled,sdpa")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{")]
+    assert [x.get("run") for x in lines[:2]] == ["sdpa-compiled", "sdpa"] and "runs" in lines[-1]
+    assert list(lines[-1]["runs"]) == ["sdpa-compiled", "sdpa"]
+    # compiled blocks (pretrain.compile: true) train the same numbers as the eager ones
+    assert lines[-1]["compare"]["compiled_vs_eager_sdpa_max_abs_loss_delta"] < 1e-4
+
+
+def test_an_unknown_run_name_is_one_line():
+    proc = run("--smoke", "--runs", "sdpa,fast")
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == [
+        "bench/gpu_step.py: --runs: unknown run(s) fast; known: sdpa, flex, sdpa-docs, flex-docs, sdpa-compiled, "
+        "flex-compiled, flex-docs-compiled, transformers"]

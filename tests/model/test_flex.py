@@ -133,9 +133,13 @@ def test_flex_refuses_gradients_on_cpu_in_one_line():
 def test_auto_is_flex_on_cuda_only_and_the_field_is_checked():
     cfg = tiny_cfg()
     assert cfg.attn_backend == "auto"
-    assert resolve_backend(cfg, CPU) == "sdpa" and resolve_backend(cfg, torch.device("cuda")) == "flex"
-    assert resolve_backend(with_backend(cfg, "sdpa"), torch.device("cuda")) == "sdpa"
-    assert resolve_backend(with_backend(cfg, "flex"), CPU) == "flex"
+    gpu, w = torch.device("cuda"), cfg.sliding_window
+    assert resolve_backend(cfg, CPU, 2 * w, True) == "sdpa"
+    # on CUDA: flex for packed documents or past the window; SDPA's fused causal kernel for plain causal rows
+    assert resolve_backend(cfg, gpu, w, True) == "flex" and resolve_backend(cfg, gpu, w + 1, False) == "flex"
+    assert resolve_backend(cfg, gpu, w, False) == "sdpa"
+    assert resolve_backend(with_backend(cfg, "sdpa"), gpu, 2 * w, True) == "sdpa"
+    assert resolve_backend(with_backend(cfg, "flex"), CPU, w, False) == "flex"
     with pytest.raises(ValueError, match="attn_backend"):
         ModelConfig(attn_backend="flash")
 
@@ -188,6 +192,9 @@ def test_compiled_flex_on_cpu_equals_sdpa():
 # ---- CUDA: the compiled kernel, forward and backward -----------------------------------------------------------
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+# Past dynamo's recompile limit the compiled flex_attention silently runs eagerly (seen on an H200 before
+# flex.RECOMPILE_LIMIT): these tests compile many variants in one process, so that would show here.
+no_eager_fallback = pytest.mark.filterwarnings("error:flex_attention called without torch.compile")
 
 
 def fwd_bwd(q, k, v, mask, gqa):
@@ -199,6 +206,7 @@ def fwd_bwd(q, k, v, mask, gqa):
 
 @pytest.mark.gpu
 @cuda
+@no_eager_fallback
 def test_cuda_flex_forward_and_backward_equal_sdpa():
     dev = torch.device("cuda")
     t, window = 1000, 256  # several 128-token tiles, the last one cut short
@@ -224,6 +232,7 @@ def test_cuda_flex_forward_and_backward_equal_sdpa():
 
 @pytest.mark.gpu
 @cuda
+@no_eager_fallback
 def test_cuda_olmo3_training_step_with_flex_equals_sdpa():
     dev = torch.device("cuda")
     cfg = tiny_cfg(n_kv_heads=2, yarn=YARN)

@@ -49,6 +49,46 @@ def test_sums_and_gradients_equal_autograd_through_full_logits(monkeypatch, chun
     assert hidden.grad[::5].abs().max() == 0  # unscored positions get no gradient
 
 
+@pytest.mark.parametrize("compile_", [False, True], ids=["eager", "compiled"])
+def test_the_cuda_chunk_math_equals_autograd_too(monkeypatch, compile_):
+    """CUDA's chunk functions (one fused formula, compiled there), run here on CPU: chunks of two sizes (dynamo
+    must go dynamic on the row count, not recompute wrong), with and without gradients."""
+    funcs = (lm_loss.chunk_loss_grad, lm_loss.chunk_loss)
+    monkeypatch.setattr(lm_loss, "chunk_functions", lambda device: tuple(map(lm_loss.compiled, funcs))
+                        if compile_ else funcs)
+    monkeypatch.setattr(lm_loss, "CHUNK_ROWS", 16)
+    hidden, weight, labels = problem()
+    ce = matches_autograd(hidden, weight, labels, atol=1e-6)
+    with torch.no_grad():
+        scored = linear_cross_entropy(hidden, weight, labels)
+    assert torch.allclose(scored.ce, ce, rtol=1e-5)
+
+
+def matches_autograd(hidden, weight, labels, atol):
+    """Fused sums and gradients (z_loss 0.3) against autograd through full logits; the reference ce."""
+    total, ce, z = reference(hidden, weight, labels, 0.3)
+    total.backward()
+    want = hidden.grad.clone(), weight.grad.clone()
+    hidden.grad = weight.grad = None
+    fused = linear_cross_entropy(hidden, weight, labels, 0.3)
+    fused.total.backward()
+    assert torch.allclose(fused.ce, ce, rtol=1e-5) and torch.allclose(fused.z, z, rtol=1e-5)
+    assert torch.allclose(hidden.grad, want[0], rtol=1e-4, atol=atol)
+    assert torch.allclose(weight.grad, want[1], rtol=1e-4, atol=atol)
+    return ce
+
+
+def test_chunks_are_cache_sized_on_cpu_and_memory_sized_on_cuda():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert lm_loss.chunk_rows(16384, 100_352, torch.bfloat16, cpu) == lm_loss.CHUNK_ROWS
+    assert lm_loss.chunk_rows(100, 100_352, torch.bfloat16, cpu) == 100
+    rows = lm_loss.chunk_rows(16384, 100_352, torch.bfloat16, cuda)
+    # ~1 GiB of bf16 logits, a multiple of 128 rows: a 16k-token micro-batch in 4 chunks
+    assert rows % 128 == 0 and rows * 100_352 * 2 <= lm_loss.CUDA_CHUNK_BYTES < (rows + 128) * 100_352 * 2
+    assert -(-16384 // rows) == 4
+    assert lm_loss.chunk_rows(16384, 8192, torch.float32, cuda) == 16384  # small vocabularies: one chunk
+
+
 def test_batched_shapes_and_no_grad_scoring():
     hidden, weight, labels = problem(n=24)
     with torch.no_grad():
@@ -85,3 +125,15 @@ def test_unscored_label_is_the_one_packing_writes():
     from olmoflow.train.packing import IGNORE as PACKING_IGNORE
 
     assert IGNORE == PACKING_IGNORE
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_compiled_chunks_equal_autograd(monkeypatch):
+    monkeypatch.setattr(lm_loss, "CUDA_CHUNK_BYTES", 128 * 1000 * 4)  # 256-row chunks (CHUNK_ROWS is the floor)
+    hidden, weight, labels = (x.cuda() for x in problem(n=600, d=64, v=1000))
+    hidden, weight = hidden.detach().requires_grad_(), weight.detach().requires_grad_()
+    ce = matches_autograd(hidden, weight, labels, atol=1e-5)
+    with torch.autocast("cuda", dtype=torch.bfloat16):  # the training step's dtype: bf16 chunks, float32 sums
+        fused16 = linear_cross_entropy(hidden, weight, labels, 0.3)
+    assert fused16.ce.dtype == torch.float32 and torch.allclose(fused16.ce, ce, rtol=1e-2)
