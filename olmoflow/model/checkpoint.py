@@ -34,13 +34,14 @@ def save_checkpoint(out_dir: str | Path, model: Olmo3, tokenizer_json_path: str 
     return out
 
 
-def load_checkpoint(ckpt_dir: str | Path) -> tuple[Olmo3, Tokenizer]:
-    """The model and tokenizer of a checkpoint payload written by save_checkpoint (or any HF Olmo3 + tokenizer)."""
+def load_checkpoint(ckpt_dir: str | Path, weights: bool = True) -> tuple[Olmo3, Tokenizer]:
+    """The model and tokenizer of a checkpoint payload written by save_checkpoint (or any HF Olmo3 + tokenizer);
+    weights=False: the model on the meta device, every tensor's name and shape checked but none read."""
     d = Path(ckpt_dir)
     tok_path = d / "tokenizer.json"
     if not tok_path.exists():
         raise FileNotFoundError(f"{tok_path}: not found; a checkpoint holds model/ and tokenizer.json")
-    model = load_hf(d / "model")
+    model = load_hf(d / "model", weights=weights)
     tokenizer = Tokenizer.from_file(str(tok_path))
     _check_fits(tokenizer, tok_path, model, d / "model")
     return model, tokenizer

@@ -201,8 +201,10 @@ def read_hf_tensors(hf_dir: Path) -> dict[str, tuple[Path, Any]]:
     return found
 
 
-def load_hf(hf_dir: str | Path, dtype: torch.dtype = torch.float32) -> Olmo3:
-    """Our Olmo3 from an HF Olmo3 directory (config.json + safetensors, possibly sharded)."""
+def load_hf(hf_dir: str | Path, dtype: torch.dtype = torch.float32, weights: bool = True) -> Olmo3:
+    """Our Olmo3 from an HF Olmo3 directory (config.json + safetensors, possibly sharded); weights=False checks
+    names and shapes the same way but reads no tensor and returns the model on the meta device (the ranks of a
+    sharded run other than 0, parallel.parallelize)."""
     d = Path(hf_dir)
     cfg_path = d / "config.json"
     if not cfg_path.exists():
@@ -221,10 +223,12 @@ def load_hf(hf_dir: str | Path, dtype: torch.dtype = torch.float32) -> Olmo3:
     state = {}
     for name, shape in expected.items():
         f, handle = found[name]
-        t = handle.get_tensor(name)
-        if t.shape != shape:
-            raise HFFormatError(f"{f}: {name} has shape {tuple(t.shape)}, but olmoflow's Olmo3 built from "
+        stored = tuple(handle.get_slice(name).get_shape())
+        if stored != tuple(shape):
+            raise HFFormatError(f"{f}: {name} has shape {stored}, but olmoflow's Olmo3 built from "
                                 f"{cfg_path} expects {tuple(shape)}")
-        state[our_name(name)] = t.to(dtype)
-    model.load_state_dict(state, strict=True, assign=True)
+        if weights:
+            state[our_name(name)] = handle.get_tensor(name).to(dtype)
+    if weights:
+        model.load_state_dict(state, strict=True, assign=True)
     return model

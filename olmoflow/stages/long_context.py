@@ -14,6 +14,7 @@ long held-out documents, before and after, shows what the stage bought beyond th
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from olmoflow.model import Olmo3
 from olmoflow.model.checkpoint import load_checkpoint, save_checkpoint
@@ -77,7 +78,8 @@ def run(ctx: StageContext) -> dict[str, float]:
     cfg = ctx.cfg.long_context
     data, ckpt = ctx.input("dataset").path, ctx.input("checkpoint").path
     check_same_tokenizer(data / "tokenizer.json", ckpt / "tokenizer.json")
-    base, tokenizer = load_checkpoint(ckpt)
+    world = World.current()
+    base, tokenizer = load_checkpoint(ckpt, weights=world.holds_weights)
     eos, pad = special_ids(tokenizer, ckpt / "tokenizer.json")
     old_context = base.cfg.max_seq_len
     if cfg.yarn is not None and cfg.yarn.original_max_seq_len != old_context:
@@ -85,8 +87,9 @@ def run(ctx: StageContext) -> dict[str, float]:
                         cfg.yarn.original_max_seq_len, old_context)
     # The same weights under a longer context: RoPE tables are computed per forward from the config, so only
     # the config changes (and travels into the saved HF config.json).
-    model = Olmo3(base.cfg.model_copy(update={"max_seq_len": max(cfg.seq_len, old_context), "yarn": cfg.yarn}))
-    model.load_state_dict(base.state_dict())
+    with torch.device("meta"):
+        model = Olmo3(base.cfg.model_copy(update={"max_seq_len": max(cfg.seq_len, old_context), "yarn": cfg.yarn}))
+    model.load_state_dict(base.state_dict(), assign=True)
 
     domains, weights = data_mix(ctx, tokenizer.decode)
     heldout = heldout_docs(data, tokenizer, eos, cfg.val_tokens)
@@ -97,7 +100,6 @@ def run(ctx: StageContext) -> dict[str, float]:
     del base
 
     # ---- train
-    world = World.current()
     loader = TokenLoader(domains, cfg.seq_len, cfg.micro_batch, weights=weights, seed=cfg.seed, packing="bestfit",
                          pad_id=pad, intra_doc=cfg.intra_doc_mask, rank=world.rank, world=world.size)
     trainer = Trainer(ctx, model, loader, cfg, Resumer(ctx), average_last=cfg.average_last, world=world)

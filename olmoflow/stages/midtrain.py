@@ -50,7 +50,7 @@ def run(ctx: StageContext) -> dict[str, float]:
     for i, seed in enumerate(seeds):
         if i < soup["run"]:
             continue
-        model, _ = load_checkpoint(ckpt)
+        model, _ = load_checkpoint(ckpt, weights=world.holds_weights)
         if cfg.seq_len > model.cfg.max_seq_len:
             raise ValueError(f"midtrain.seq_len ({cfg.seq_len}) is longer than the checkpoint's max_seq_len "
                              f"({model.cfg.max_seq_len}) in {ckpt}")

@@ -36,13 +36,15 @@ OPTIONAL_INPUTS = ("checkpoint",)
 HEADLINE = "val_loss"
 
 
-def initial_model(ctx: StageContext, cfg: ModelConfig) -> Olmo3:
-    """Olmo3(cfg) seeded from pretrain.seed, or the optional checkpoint input's weights (same architecture)."""
+def initial_model(ctx: StageContext, cfg: ModelConfig, world: World) -> Olmo3:
+    """Olmo3(cfg) seeded from pretrain.seed, or the optional checkpoint input's weights (same architecture); real
+    weights on rank 0 only (World.holds_weights)."""
     torch.manual_seed(ctx.cfg.pretrain.seed)
     if "checkpoint" not in ctx.inputs:
-        return Olmo3(cfg)
+        with world.weights_device:
+            return Olmo3(cfg)
     path = ctx.inputs["checkpoint"].path
-    model, _ = load_checkpoint(path)
+    model, _ = load_checkpoint(path, weights=world.holds_weights)
     theirs, ours = model.cfg.model_dump(), cfg.model_dump()
     differ = [k for k in ours if theirs[k] != ours[k]]
     if differ:
@@ -58,10 +60,10 @@ def run(ctx: StageContext) -> dict[str, float]:
     tokenizer = open_tokenizer(tok_path)
     check_vocab(tokenizer, tok_path, ctx.cfg.model.vocab_size)
     eos, pad = special_ids(tokenizer, tok_path)
-    model = initial_model(ctx, ctx.cfg.model)
+    world = World.current()
+    model = initial_model(ctx, ctx.cfg.model, world)
 
     # ---- train (resuming from the newest in-stage checkpoint, if any)
-    world = World.current()
     loader = TokenLoader(domain_docs(data / "pretrain"), cfg.seq_len, cfg.micro_batch, seed=cfg.seed,
                          pad_id=pad, intra_doc=cfg.intra_doc_mask, rank=world.rank, world=world.size)
     trainer = Trainer(ctx, model, loader, cfg, Resumer(ctx), world=world)

@@ -63,9 +63,8 @@ class Trainer:
         self.step_offset, self.world = step_offset, world
         self.accum = cfg.batch_tokens // per_step
         self.wrapped = world.size > 1 or cfg.activation_checkpointing
-        if cfg.compile is True or (cfg.compile == "auto" and world.device.type == "cuda"):
-            model.compile_blocks()  # before sharding: FSDP wraps the compiled blocks
-        self.model = parallel.parallelize(model, world, cfg.activation_checkpointing)
+        compile_ = cfg.compile is True or (cfg.compile == "auto" and world.device.type == "cuda")
+        self.model = parallel.parallelize(model, world, cfg.activation_checkpointing, compile_)
         self.opt = build_optimizer(self.model, cfg.lr, cfg.betas, cfg.weight_decay)
         self.skip = SpikeDetector(cfg.skip_sigma, cfg.skip_window)
         self.step = 0

@@ -17,6 +17,7 @@ import os
 import torch
 from torch import nn
 from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import CheckpointImpl, checkpoint_wrapper
+from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.fsdp import FSDPModule, fully_shard
 
@@ -48,25 +49,44 @@ def checkpoint_blocks(model: nn.Module) -> None:
         model.layers[i] = checkpoint_wrapper(block, checkpoint_impl=CheckpointImpl.NO_REENTRANT)
 
 
-def parallelize(model: nn.Module, world: World, activation_checkpointing: bool) -> nn.Module:
-    """Wrap `model` in place for training on `world`; one process without activation checkpointing is untouched."""
-    if activation_checkpointing:
-        checkpoint_blocks(model)
+def parallelize(model: nn.Module, world: World, activation_checkpointing: bool,
+                compile_blocks: bool = False) -> nn.Module:
+    """`model` ready to train on `world`: blocks compiled and/or checkpointed as asked, sharded over several ranks.
+
+    One process gets `model` itself back. Several ranks get a new, sharded model with rank 0's weights: only rank 0
+    reads `model`'s values (World.holds_weights), the others may pass it on the meta device. Every rank builds the
+    same empty shell on the meta device, shards it, and rank 0 broadcasts each tensor's shards straight to the
+    ranks that own them, so no rank but 0 ever holds the whole model.
+    """
     if world.size == 1:
+        prepare(model, activation_checkpointing, compile_blocks)
         return model
-    model.to(world.device)
+    full = model.state_dict() if world.holds_weights else {}
+    with torch.device("meta"):
+        shell = type(model)(model.cfg)
+    prepare(shell, activation_checkpointing, compile_blocks)
     mesh = build_mesh(world)
     # Blocks first, then the root (embeddings, final norm, lm_head): each block's parameters are gathered only
     # while that block runs.
-    for block in model.layers:
+    for block in shell.layers:
         fully_shard(block, mesh=mesh)
-    fully_shard(model, mesh=mesh)
-    for module in model.modules():
+    fully_shard(shell, mesh=mesh)
+    for module in shell.modules():
         if isinstance(module, FSDPModule):
             module.set_gradient_divide_factor(1.0)
             # Plain SUM collectives: gloo has no PREMUL_SUM, and a factor of 1 needs no scaling anyway.
             module.set_force_sum_reduction_for_comms(True)
-    return model
+    # The shards land on the process group's device (the rank's GPU under NCCL, the CPU under gloo).
+    set_model_state_dict(shell, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+    return shell
+
+
+def prepare(model: nn.Module, activation_checkpointing: bool, compile_blocks: bool) -> None:
+    """Compile, then checkpoint, the blocks in place (before sharding: FSDP wraps what they became)."""
+    if compile_blocks:
+        model.compile_blocks()
+    if activation_checkpointing:
+        checkpoint_blocks(model)
 
 
 def sync_grads(model: nn.Module, sync: bool) -> None:

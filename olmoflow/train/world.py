@@ -67,6 +67,18 @@ class World:
         return self.rank == 0
 
     @property
+    def holds_weights(self) -> bool:
+        """Whether this rank builds or loads real weights before sharding: rank 0 (or a lone process). The others
+        build the model on the meta device and receive their shards from rank 0 (parallel.parallelize): a 32B
+        model in float32 is 128 GB of host memory, once per node instead of once per rank."""
+        return self.rank == 0
+
+    @property
+    def weights_device(self) -> torch.device:
+        """Where a stage builds its model before the trainer shards it (see `holds_weights`)."""
+        return torch.device("cpu") if self.holds_weights else torch.device("meta")
+
+    @property
     def local_rank(self) -> int:
         """Rank on this machine (torchrun's LOCAL_RANK): local rank 0 does a node's shared downloads."""
         return int(os.environ.get("LOCAL_RANK", "0")) if self.size > 1 else 0

@@ -40,7 +40,8 @@ def make_dist_trainer(root: Path, world: World, remote: str | None = None, machi
     if remote is not None:
         ctx.work = WorkDir(root / f"{machine}rank{world.rank}", remote=remote)
     torch.manual_seed(cfg.pretrain.seed)
-    model = Olmo3(cfg.model)
+    with world.weights_device:  # as the stages do: ranks > 0 hold no weights; parallelize broadcasts rank 0's
+        model = Olmo3(cfg.model)
     loader = TokenLoader({"markov": markov_docs("markov", 200, 0)}, cfg.pretrain.seq_len, cfg.pretrain.micro_batch,
                          seed=cfg.pretrain.seed, rank=world.rank, world=world.size)
     return ctx, Trainer(ctx, model, loader, cfg.pretrain, Resumer(ctx, world), average_last=average_last,
