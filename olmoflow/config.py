@@ -94,10 +94,11 @@ class FlowConfig(Section):
         sections = {"curate": ["curate"], "pretrain": ["model", "pretrain"], "midtrain": ["midtrain"],
                     "long-context": ["long_context"], "sft": ["sft"], "dpo": ["dpo"], "rlvr": ["rlvr"],
                     "eval": ["eval"]}[stage]
-        # where curate runs (in-process or Ray), which attention kernel computes the same function and whether
-        # blocks are compiled never change what a stage writes (beyond rounding)
-        excluded = {"curate": {"ray"}, "model": {"attn_backend"}, "pretrain": {"compile"}, "midtrain": {"compile"},
-                    "long_context": {"compile"}}
+        # where curate runs (in-process or Ray), which attention kernel computes the same function, whether blocks
+        # are compiled and MFU's denominator never change what a stage writes (beyond rounding)
+        how = {"compile", "peak_tflops"}
+        excluded = {"curate": {"ray"}, "model": {"attn_backend"}, "pretrain": how, "midtrain": how,
+                    "long_context": how}
         return {s: getattr(self, s).model_dump(mode="json", exclude=excluded.get(s)) for s in sections}
 
 

@@ -61,3 +61,12 @@ def test_stage_config_is_what_the_stage_depends_on():
     cfg = load_config("smoke")
     assert set(cfg.stage_config("pretrain")) == {"model", "pretrain"}
     assert set(cfg.stage_config("sft")) == {"sft"}
+
+
+def test_how_a_stage_runs_is_not_what_it_makes():
+    base = load_config("smoke")
+    how = load_config("smoke", ["pretrain.compile=true", "pretrain.peak_tflops=989", "model.attn_backend=flex",
+                                "midtrain.compile=false", "long_context.peak_tflops=312", "curate.ray.enabled=true"])
+    for stage in ("curate", "pretrain", "midtrain", "long-context"):
+        assert how.stage_config(stage) == base.stage_config(stage), stage
+    assert load_config("smoke", ["pretrain.lr=0.0123"]).stage_config("pretrain") != base.stage_config("pretrain")

@@ -4,13 +4,15 @@ with the store URI in its metadata). Payloads stay in the store, so the KFP laun
 A stage the pipeline gives more than one node (the run's nodes_{stage} parameter, in the task's `pool`) does not
 run in the task pod: the pod launches `olmoflow stage ...` as a TrainJob / PyTorchJob / RayJob (olmoflow.cluster)
 from the chart's cluster.json with the run's pool (GPUs per node, node selector, tolerations, image) on top, waits
-for it, and reads the artifact's manifest back.
+for it, and reads the artifact's manifest back. On one node, a stage that trains on every rank (DISTRIBUTED) runs
+one rank per GPU of the pod under `torchrun --standalone`; everything else runs in the task's own process.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -49,8 +51,11 @@ def run_task(stage: str, config: str, overrides: list[str], start: str, stop: st
     pool = pool or {}
     nodes = int(pool.get("nodes") or 1)
     try:
+        gpus = local_ranks(stage, int(pool.get("gpus_per_node") or 1))
         if nodes > 1:
             result = run_on_nodes(stage, cfg, plan.inputs(stage, upstream), nodes, flow_run, pool=pool)
+        elif gpus > 1:
+            result = run_on_local_gpus(stage, cfg, plan.inputs(stage, upstream), gpus, flow_run)
         else:
             result = run_stage(stage, cfg, plan.inputs(stage, upstream), flow_run)
     except BaseException:
@@ -93,6 +98,40 @@ def job_cluster(stage: str, pool: dict[str, Any] | None):
         raise ValueError(f"{stage}: pipeline parameters: {str(e).splitlines()[-1].strip()}") from None
 
 
+def local_ranks(stage: str, gpus_per_node: int) -> int:
+    """Ranks a one-node task runs `stage` on: one per GPU the pod sees (at most gpus_per_node) for a stage that
+    trains on every rank, else 1 (and 1 without CUDA, as under kfp.local on a laptop)."""
+    import torch
+
+    from olmoflow.stages.runner import stage_module
+    if gpus_per_node <= 1 or not getattr(stage_module(stage), "DISTRIBUTED", False) or not torch.cuda.is_available():
+        return 1
+    return min(gpus_per_node, torch.cuda.device_count())
+
+
+def torchrun_argv(ranks: int, command: list[str]) -> list[str]:
+    """`olmoflow stage ...` as `ranks` processes on this machine (torchrun --standalone: a local rendezvous)."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}",
+            "-m", "olmoflow.cli", *command[1:]]
+
+
+def _execute(argv: list[str]) -> None:
+    code = subprocess.run(argv).returncode
+    if code:
+        raise RuntimeError(f"torchrun exited with status {code}: {' '.join(argv[:6])} ... (its ranks' logs above)")
+
+
+def run_on_local_gpus(stage: str, cfg: FlowConfig, inputs: dict[str, str], gpus: int, flow_run: str | None = None,
+                      execute: Callable[[list[str]], None] | None = None) -> StageResult:
+    """Run a DISTRIBUTED `stage` on this pod's `gpus` GPUs (one torchrun rank each) unless its artifact already
+    exists; the ranks publish it (rank 0 writes) and the result comes from the manifest, as for a job."""
+    def start(command: list[str], fp: str, uri: str) -> None:
+        log.info("%s: running on this node's %d GPUs -> %s", stage, gpus, uri)
+        (execute or _execute)(torchrun_argv(gpus, command))
+
+    return _run_elsewhere(stage, cfg, inputs, flow_run, 1, start)
+
+
 def run_on_nodes(stage: str, cfg: FlowConfig, inputs: dict[str, str], nodes: int, flow_run: str | None = None,
                  launch: Callable[[dict], Any] | None = None, pool: dict[str, Any] | None = None) -> StageResult:
     """Run `stage` as a `nodes`-node job unless its artifact already exists; the result comes from the manifest.
@@ -101,8 +140,20 @@ def run_on_nodes(stage: str, cfg: FlowConfig, inputs: dict[str, str], nodes: int
     stage costs no GPU, and only manifests are read here: this pod never downloads a dataset or a checkpoint.
     The job runs `olmoflow stage ... --flow-run`, so its MLflow run is nested under the flow's own parent run.
     """
-    from olmoflow.artifacts import ArtifactStore, read_manifest
     from olmoflow.cluster.jobs import job_name, stage_job
+
+    def start(command: list[str], fp: str, uri: str) -> None:
+        log.info("%s: launching on %d nodes -> %s", stage, nodes, uri)
+        (launch or launch_job)(stage_job(job_cluster(stage, pool), stage, command, nodes, job_name(stage, fp)))
+
+    return _run_elsewhere(stage, cfg, inputs, flow_run, nodes, start)
+
+
+def _run_elsewhere(stage: str, cfg: FlowConfig, inputs: dict[str, str], flow_run: str | None, nodes: int,
+                   start: Callable[[list[str], str, str], None]) -> StageResult:
+    """`start(command, fingerprint, uri)` runs `olmoflow stage ...` in other processes unless the artifact exists;
+    then the manifest gives the result, and MLflow gets the stage's run (the job's own, nested, or a record)."""
+    from olmoflow.artifacts import ArtifactStore, read_manifest
     from olmoflow.stages.runner import address
 
     started = time.time()
@@ -111,9 +162,7 @@ def run_on_nodes(stage: str, cfg: FlowConfig, inputs: dict[str, str], nodes: int
     fp, uri = address(store, stage, cfg, {n: read_manifest(u)["fingerprint"] for n, u in inputs.items() if u})
     status = "cached"
     if not store.is_complete(uri):
-        log.info("%s: launching on %d nodes -> %s", stage, nodes, uri)
-        (launch or launch_job)(stage_job(job_cluster(stage, pool), stage, stage_command(stage, cfg, inputs, flow_run),
-                                         nodes, job_name(stage, fp)))
+        start(stage_command(stage, cfg, inputs, flow_run), fp, uri)
         status = "ran"
     m = read_manifest(uri)  # an ArtifactError naming the URI if the job ended without publishing it
     result = StageResult(stage, status, uri, fp, m["kind"], m.get("metrics", {}), m.get("headline", ""),

@@ -39,6 +39,9 @@ class TrainConfig(Section):
     """torch.compile every block (Olmo3.compile_blocks); auto = on CUDA. Measured on an H200 (~1.5B, seq 4096,
     bf16): 1.33x tokens/s (57.5% MFU) for ~10 s of compiling; on CPU at tiny scale ~8% for 15-25 s, so there it
     pays off only after a few hundred steps. Not part of the fingerprint: the same numbers to rounding."""
+    peak_tflops: float | None = Field(None, gt=0)
+    """MFU's denominator per rank, TFLOP/s; None = the GPU's dense bf16 peak by name (H100/H200 989, A100 312;
+    another GPU: a measured bf16 matmul), on CPU a measured fp32 matmul."""
     intra_doc_mask: bool = True
     """Packed documents never attend to (or predict) one another (Olmo 3)."""
     val_tokens: int = Field(1 << 20, ge=0)

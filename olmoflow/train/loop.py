@@ -119,9 +119,9 @@ class Trainer:
     def export_model(self) -> Olmo3 | None:
         """The trained model as a plain, unsharded Olmo3 on the CPU of rank 0, to write as the payload; None on
         the other ranks. Collective under FSDP. One process without activation checkpointing returns the model
-        itself."""
+        itself, moved to the CPU."""
         if not self.wrapped:
-            return self.model
+            return self.model.cpu()
         weights = dist_checkpoint.full_model_state(self.model)
         if not self.world.lead:
             return None
@@ -149,8 +149,11 @@ class Trainer:
         for i, b in enumerate(batches):
             parallel.sync_grads(self.model, i == len(batches) - 1)
             ids, docs, labels = (t.to(device) for t in (b.input_ids, b.doc_ids, b.labels))
-            # the model's fused head + loss: chunks of tokens, never the [tokens, vocab] logits (model/lm_loss.py)
-            total, ce, z = self.model(ids, docs if cfg.intra_doc_mask else None, labels=labels, z_loss=cfg.z_loss)
+            # the model's fused head + loss: chunks of tokens, never the [tokens, vocab] logits (model/lm_loss.py);
+            # bf16 autocast on GPUs (float32 weights, optimizer and sums), plain float32 on CPU
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                total, ce, z = self.model(ids, docs if cfg.intra_doc_mask else None, labels=labels,
+                                          z_loss=cfg.z_loss)
             (total / targets.clamp(min=1)).backward()
             ce_total += ce.detach()
             z_total += z.detach()
@@ -186,7 +189,8 @@ class Trainer:
                 elapsed = time.perf_counter() - interval_start - busy
                 train_time += elapsed
                 metrics["tokens_per_s"] = interval_steps * tokens_per_step / max(elapsed, 1e-9)
-                metrics["mfu"] = metrics["tokens_per_s"] * fpt / (peak_flops() * self.world.size)
+                metrics["mfu"] = metrics["tokens_per_s"] * fpt / (peak_flops(self.world.device, cfg.peak_tflops)
+                                                                  * self.world.size)
                 self.ctx.log_metrics(metrics, step=self.step_offset + self.step)
                 interval_start, interval_steps, busy = time.perf_counter(), 0, 0.0
             if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:

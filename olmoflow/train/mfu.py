@@ -1,7 +1,8 @@
 """Model FLOPs utilisation: achieved model FLOPs per second over the device's peak.
 
-Model FLOPs per token come from `olmoflow.model.flops` (PaLM's 6N + attention). The CPU peak is measured, not
-looked up: the best fp32 matmul rate over many short samples, once per process and thread count.
+Model FLOPs per token come from `olmoflow.model.flops` (PaLM's 6N + attention). The peak is the configured one
+(train.peak_tflops), else a GPU's datasheet dense bf16 rate (as OLMo-core reports MFU), else measured: the best
+matmul rate over many short samples (fp32 on CPU, once per process and thread count; bf16 on an unknown GPU).
 """
 
 from __future__ import annotations
@@ -29,6 +30,32 @@ def _cpu_peak(threads: int) -> float:
     return 2.0 * n ** 3 / best
 
 
-def peak_flops() -> float:
-    """Peak FLOP/s of this process's device (CPU fp32 matmul, measured once per thread count)."""
+GPU_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "H800": 989.0, "GH200": 989.0, "B200": 2250.0, "A100": 312.0,
+                   "A800": 312.0, "L40S": 362.0}
+"""Dense bf16 tensor-core peaks (SXM parts) by a fragment of torch.cuda.get_device_name()."""
+
+
+@functools.cache
+def _gpu_peak(name: str) -> float:
+    for fragment, tflops in GPU_BF16_TFLOPS.items():
+        if fragment in name:
+            return tflops * 1e12
+    n = 4096
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    a, b = (torch.randn(n, n, device="cuda", dtype=torch.bfloat16, generator=gen) for _ in range(2))
+    torch.mm(a, b)
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(10):
+        torch.mm(a, b)
+    torch.cuda.synchronize()
+    return 2.0 * n ** 3 * 10 / (time.perf_counter() - start)
+
+
+def peak_flops(device: torch.device = torch.device("cpu"), tflops: float | None = None) -> float:
+    """Peak FLOP/s of one rank on `device`: `tflops` if given, else a GPU's bf16 peak, else the CPU's measured."""
+    if tflops:
+        return tflops * 1e12
+    if device.type == "cuda":
+        return _gpu_peak(torch.cuda.get_device_name(device))
     return _cpu_peak(torch.get_num_threads())

@@ -59,7 +59,7 @@ def parallelize(model: nn.Module, world: World, activation_checkpointing: bool,
     ranks that own them, so no rank but 0 ever holds the whole model.
     """
     if world.size == 1:
-        prepare(model, activation_checkpointing, compile_blocks)
+        prepare(model.to(world.device), activation_checkpointing, compile_blocks)
         return model
     full = model.state_dict() if world.holds_weights else {}
     with torch.device("meta"):

@@ -85,10 +85,18 @@ class World:
 
     @property
     def device(self) -> torch.device:
-        """Where this rank computes: its GPU under NCCL, else the CPU."""
-        if self.size > 1 and dist.get_backend() == "nccl":
-            return torch.device("cuda", torch.cuda.current_device())
-        return torch.device("cpu")
+        """Where this rank computes: its GPU under NCCL; one process: the GPU if there is one (OLMOFLOW_DEVICE=cpu
+        keeps it on the CPU); else the CPU."""
+        if self.size > 1:
+            if dist.get_backend() == "nccl":
+                return torch.device("cuda", torch.cuda.current_device())
+            return torch.device("cpu")
+        wanted = os.environ.get("OLMOFLOW_DEVICE", "").strip().lower()
+        if wanted not in ("", "cpu", "cuda"):
+            raise ValueError(f"OLMOFLOW_DEVICE={wanted!r}: expected cpu or cuda")
+        if wanted == "cuda" and not torch.cuda.is_available():
+            raise ValueError("OLMOFLOW_DEVICE=cuda, but torch sees no CUDA device")
+        return torch.device("cuda") if wanted != "cpu" and torch.cuda.is_available() else torch.device("cpu")
 
     def sum(self, x: torch.Tensor) -> torch.Tensor:
         """Sum over ranks, in place (a no-op for one process)."""

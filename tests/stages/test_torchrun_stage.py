@@ -184,3 +184,39 @@ def test_a_killed_rank_publishes_nothing_and_the_rerun_resumes_through_s3(datase
     got, want = load_checkpoint(payload)[0].state_dict(), load_checkpoint(uninterrupted)[0].state_dict()
     for k, v in want.items():
         assert torch.equal(v, got[k]), k
+
+
+def test_a_one_node_task_runs_a_distributed_stage_with_a_rank_per_gpu(dataset, single, monkeypatch):
+    """What a KFP task on one node with 2 GPUs does (here 2 CPU ranks): torchrun --standalone, rank 0 publishes,
+    the task reads the manifest back; run again, the artifact is found and nothing is started."""
+    from olmoflow.config import load_config
+    from olmoflow.stages.task import run_on_local_gpus
+
+    root, data = dataset
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root}/mlflow.db")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    cfg = load_config("smoke", [f"flow.store={root / 'task'}", *TRAIN])
+    first = run_on_local_gpus("pretrain", cfg, {"dataset": data}, 2)
+    assert first.status == "ran" and committed(root, "task") == [Path(first.uri)]
+    got, want = load_checkpoint(first.uri)[0].state_dict(), load_checkpoint(single)[0].state_dict()
+    assert max((got[k] - want[k]).abs().max().item() for k in want) < WEIGHT_ATOL
+    assert first.metrics["val_loss"] == pytest.approx(
+        json.loads((single / "manifest.json").read_text())["metrics"]["val_loss"], abs=1e-3)
+
+    started = []
+    again = run_on_local_gpus("pretrain", cfg, {"dataset": data}, 2, execute=started.append)
+    assert again.status == "cached" and again.uri == first.uri and started == []
+
+
+def test_one_node_tasks_take_a_rank_per_visible_gpu_for_distributed_stages_only(monkeypatch):
+    from olmoflow.stages.task import local_ranks, torchrun_argv
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    assert local_ranks("pretrain", 8) == 4 and local_ranks("long-context", 2) == 2
+    assert local_ranks("pretrain", 1) == 1 and local_ranks("sft", 8) == 1 and local_ranks("curate", 8) == 1
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert local_ranks("pretrain", 8) == 1  # kfp.local on a laptop: the stage runs in the task's process
+    assert torchrun_argv(4, ["olmoflow", "stage", "pretrain", "--config", "{}"])[1:] == [
+        "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=4", "-m", "olmoflow.cli",
+        "stage", "pretrain", "--config", "{}"]

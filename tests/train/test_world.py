@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -54,3 +55,30 @@ def test_rank_zero_results_and_errors_reach_every_rank(tmp_path):
 def test_one_process_calls_through():
     world = World()
     assert world.first(lambda: 3) == 3 and world.all_ok(lambda: 4) == 4 and world.local_rank == 0
+
+
+def test_one_process_computes_on_the_gpu_when_there_is_one(monkeypatch):
+    monkeypatch.delenv("OLMOFLOW_DEVICE", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert World().device == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert World().device == torch.device("cuda")
+    monkeypatch.setenv("OLMOFLOW_DEVICE", "cpu")  # kept on the CPU on purpose
+    assert World().device == torch.device("cpu")
+    monkeypatch.setenv("OLMOFLOW_DEVICE", "tpu")
+    with pytest.raises(ValueError, match="OLMOFLOW_DEVICE='tpu': expected cpu or cuda"):
+        World().device
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("OLMOFLOW_DEVICE", "cuda")
+    with pytest.raises(ValueError, match="OLMOFLOW_DEVICE=cuda, but torch sees no CUDA device"):
+        World().device
+
+
+def test_mfu_peak_is_configured_or_the_gpus_datasheet_or_measured(monkeypatch):
+    from olmoflow.train import mfu
+
+    assert mfu.peak_flops(torch.device("cuda"), 500.0) == 500e12
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H200")
+    assert mfu.peak_flops(torch.device("cuda")) == 989e12
+    cpu = mfu.peak_flops()
+    assert 1e8 < cpu < 1e13  # measured: a laptop core to a big socket
