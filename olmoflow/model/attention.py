@@ -39,10 +39,11 @@ class Masks:
 
 def resolve_backend(cfg: ModelConfig, device: torch.device, t: int, packed: bool) -> str:
     """"sdpa" or "flex" for a forward over whole sequences of length t on `device`, with packed documents or not
-    ("auto": flex on CUDA unless the mask is plain causal)."""
+    ("auto": flex on CUDA unless the mask is plain causal, or heads narrower than 16, the narrowest the compiled
+    kernel was checked at)."""
     if cfg.attn_backend == "auto":
         plain_causal = not packed and t <= cfg.sliding_window
-        return "flex" if device.type == "cuda" and not plain_causal else "sdpa"
+        return "flex" if device.type == "cuda" and not plain_causal and cfg.head_dim >= 16 else "sdpa"
     return cfg.attn_backend
 
 

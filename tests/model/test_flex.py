@@ -138,6 +138,7 @@ def test_auto_is_flex_on_cuda_only_and_the_field_is_checked():
     # on CUDA: flex for packed documents or past the window; SDPA's fused causal kernel for plain causal rows
     assert resolve_backend(cfg, gpu, w, True) == "flex" and resolve_backend(cfg, gpu, w + 1, False) == "flex"
     assert resolve_backend(cfg, gpu, w, False) == "sdpa"
+    assert resolve_backend(cfg.model_copy(update={"head_dim": 8}), gpu, w, True) == "sdpa"  # narrower than checked
     assert resolve_backend(with_backend(cfg, "sdpa"), gpu, 2 * w, True) == "sdpa"
     assert resolve_backend(with_backend(cfg, "flex"), CPU, w, False) == "flex"
     with pytest.raises(ValueError, match="attn_backend"):

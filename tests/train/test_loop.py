@@ -194,3 +194,24 @@ def test_a_planted_spike_is_skipped_and_nothing_else(tmp_path):
 
     clean, _, _ = spiky_run(tmp_path / "clean", spike_at=None)
     assert clean.skip.skipped == 0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_one_process_trains_in_bf16_like_on_the_cpu(tmp_path, monkeypatch):
+    """The single-GPU path: weights moved to the GPU, bf16 autocast, compiled blocks and flex attention over packed
+    documents ("auto"), the MFU against the GPU's peak, the payload model back on the CPU."""
+    import trainkit
+
+    monkeypatch.setitem(trainkit.MODEL, "head_dim", 16)  # flex's narrowest checked width
+    monkeypatch.setenv("OLMOFLOW_DEVICE", "cpu")
+    _, cpu = make_trainer(tmp_path / "cpu")
+    want = cpu.fit()
+    monkeypatch.delenv("OLMOFLOW_DEVICE")
+    _, gpu = make_trainer(tmp_path / "gpu")
+    got = gpu.fit()
+    assert next(gpu.model.parameters()).device.type == "cuda"
+    assert [s for s, _ in got.curve] == [s for s, _ in want.curve]
+    for (_, a), (_, b) in zip(got.curve, want.curve):
+        assert abs(a - b) < 0.05 * b, (got.curve, want.curve)  # bf16 rounding, not another run
+    assert next(gpu.export_model().parameters()).device.type == "cpu"
