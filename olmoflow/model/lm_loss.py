@@ -166,6 +166,25 @@ def _backprop_chunk(grad: torch.Tensor, h: torch.Tensor, weight: torch.Tensor, s
         grad_w.copy_(part) if start == 0 else grad_w.add_(part)
 
 
+@torch.no_grad()
+def token_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of each position (0 where IGNORE) as float32 shaped like labels, chunked as the training loss
+    is: scoring a 65k-token row at vocab 100k never holds its 26 GB of float32 logits."""
+    flat, labels_flat = hidden.reshape(-1, hidden.shape[-1]), labels.reshape(-1)
+    device = hidden.device.type
+    if torch.is_autocast_enabled(device):
+        dtype = torch.get_autocast_dtype(device)
+        flat, weight = flat.to(dtype), weight.to(dtype)
+    out = torch.empty(len(flat), dtype=torch.float32, device=hidden.device)
+    rows = chunk_rows(len(flat), weight.shape[0], flat.dtype, hidden.device)
+    for start in range(0, len(flat), rows):
+        logits = (flat[start:start + rows] @ weight.t()).float()
+        y = labels_flat[start:start + rows]
+        ce = torch.logsumexp(logits, dim=1) - logits.gather(1, y.clamp(min=0)[:, None]).squeeze(1)
+        out[start:start + rows] = torch.where(y != IGNORE, ce, 0.0)
+    return out.view(labels.shape)
+
+
 def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor,
                          z_loss: float = 0.0) -> LossSums:
     """Loss sums of logits = hidden @ weight.T against labels (IGNORE = not scored): hidden [..., d], weight

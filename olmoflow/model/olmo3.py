@@ -23,7 +23,7 @@ from torch import nn
 from olmoflow.model import fused, rope
 from olmoflow.model.attention import Mask, Masks, attend, document_positions, forward_masks
 from olmoflow.model.config import ModelConfig
-from olmoflow.model.lm_loss import LossSums, linear_cross_entropy
+from olmoflow.model.lm_loss import LossSums, linear_cross_entropy, token_cross_entropy
 
 if TYPE_CHECKING:
     from olmoflow.model.generation import KVCache
@@ -125,12 +125,13 @@ class Olmo3(nn.Module):
             block.compile()
 
     def forward(self, input_ids: torch.Tensor, doc_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,
-                z_loss: float = 0.0) -> torch.Tensor | LossSums:
+                z_loss: float = 0.0, per_token: bool = False) -> torch.Tensor | LossSums:
         """Logits [B, T, vocab] (float32) for token ids [B, T]; with doc_ids [B, T] no token sees another document,
         and each document's positions start at 0.
 
         With labels [B, T] (IGNORE = not scored), the loss sums instead (ce + z_loss * z, ce, z), computed without
-        materializing the logits (olmoflow/model/lm_loss.py); the training step's path.
+        materializing the logits (olmoflow/model/lm_loss.py); the training step's path. With per_token as well, the
+        cross-entropy of each position [B, T] instead (no gradient; scoring long rows by position).
         """
         t = input_ids.shape[1]
         if doc_ids is None:
@@ -139,6 +140,8 @@ class Olmo3(nn.Module):
             positions = document_positions(doc_ids)
         masks = forward_masks(self.cfg, t, doc_ids, input_ids.device)
         hidden = self.hidden(input_ids, positions, masks)
+        if labels is not None and per_token:
+            return token_cross_entropy(hidden, self.lm_head.weight, labels)
         if labels is not None:
             return linear_cross_entropy(hidden, self.lm_head.weight, labels, z_loss)
         return self.lm_head(hidden).float()

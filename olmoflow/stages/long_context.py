@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from olmoflow.model import Olmo3
+from olmoflow.model import ModelConfig, Olmo3
 from olmoflow.model.checkpoint import load_checkpoint, save_checkpoint
 from olmoflow.stages.context import StageContext
 from olmoflow.train.dataset import check_same_tokenizer, domain_docs, heldout_docs, long_heldout, special_ids
@@ -74,6 +74,17 @@ def position_docs(held_out: list[np.ndarray], domains: dict[str, Docs], seq_len:
     return []
 
 
+def position_losses_as(model: Olmo3, cfg: ModelConfig, docs: list[np.ndarray], seq_len: int) -> np.ndarray:
+    """position_losses of the model's weights under another config (RoPE tables come from model.cfg per forward,
+    so this is the checkpoint's own function when cfg is the checkpoint's)."""
+    own = model.cfg
+    model.cfg = cfg
+    try:
+        return position_losses(model, docs, seq_len)
+    finally:
+        model.cfg = own
+
+
 def run(ctx: StageContext) -> dict[str, float]:
     cfg = ctx.cfg.long_context
     data, ckpt = ctx.input("dataset").path, ctx.input("checkpoint").path
@@ -95,8 +106,7 @@ def run(ctx: StageContext) -> dict[str, float]:
     heldout = heldout_docs(data, tokenizer, eos, cfg.val_tokens)
     long_docs = position_docs(long_heldout(data, tokenizer, eos, cfg.seq_len, POSITION_DOCS), domains, cfg.seq_len)
     edges = sorted({*range(0, cfg.seq_len, max(1, min(old_context, cfg.seq_len) // 2)), cfg.seq_len})
-    # The old model's curve is only reported, so rank 0 alone scores it.
-    before = position_losses(base, long_docs, cfg.seq_len) if long_docs and ctx.lead else None
+    as_it_was = base.cfg.model_copy(update={"max_seq_len": model.cfg.max_seq_len})  # no YaRN, the new length
     del base
 
     # ---- train
@@ -107,6 +117,11 @@ def run(ctx: StageContext) -> dict[str, float]:
     if state is not None:
         ctx.log.info("long-context: resuming at step %d", state["step"])
         trainer.load_state_dict(state)
+    if long_docs and "before" not in trainer.extra:
+        # The checkpoint's curve, scored on every rank by the sharded model before its first step (the same
+        # weights, the checkpoint's RoPE); kept with every in-stage checkpoint, so a resumed run reports it too.
+        trainer.extra["before"] = position_losses_as(trainer.model, as_it_was, long_docs, cfg.seq_len).tolist()
+    before = np.array(trainer.extra["before"]) if long_docs else None
     result = trainer.fit()
     if cfg.average_last:
         trainer.average()

@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from olmoflow.model.lm_loss import IGNORE
 from olmoflow.train.loader import Batch, eval_batches
-from olmoflow.train.losses import token_losses
 from olmoflow.train.packing import Docs
 
 
@@ -29,9 +29,9 @@ def mean_loss(model: nn.Module, batches: Iterable[Batch], intra_doc: bool) -> tu
     total, n, device = 0.0, 0, _device(model)
     for b in batches:
         ids, docs, labels = (t.to(device) for t in (b.input_ids, b.doc_ids, b.labels))
-        ce, _, mask = token_losses(model(ids, docs if intra_doc else None), labels)
-        total += float(ce.sum())
-        n += int(mask.sum())
+        # the fused head + loss, as in training: never the [tokens, vocab] logits
+        total += float(model(ids, docs if intra_doc else None, labels=labels).ce)
+        n += int((labels != IGNORE).sum())
     model.train(was_training)
     return total / max(n, 1), n
 
@@ -60,8 +60,7 @@ def position_losses(model: nn.Module, docs: list[np.ndarray], seq_len: int, micr
     sums = torch.zeros(seq_len, dtype=torch.float64)
     for lo in range(0, len(rows), micro_batch):
         x = torch.from_numpy(np.stack(rows[lo:lo + micro_batch])).to(_device(model))
-        ce, _, _ = token_losses(model(x[:, :-1]), x[:, 1:])
-        sums += ce.double().sum(0).cpu()
+        sums += model(x[:, :-1], labels=x[:, 1:], per_token=True).double().sum(0).cpu()
     model.train(was_training)
     return (sums / len(rows)).numpy()
 

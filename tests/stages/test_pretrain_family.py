@@ -197,6 +197,23 @@ def test_long_context_extends_the_context(dataset, midtrained, tmp_path):
     assert len(logged) == 4
 
 
+def test_the_before_curve_is_the_checkpoints_own_function(midtrained):
+    """Scored on the (sharded) YaRN model under the checkpoint's config = scoring the checkpoint itself."""
+    from olmoflow.model import Olmo3, YarnConfig
+    from olmoflow.train.evaluate import position_losses
+
+    base, _ = load_checkpoint(midtrained[0])
+    yarn = YarnConfig(factor=2, beta_fast=32, beta_slow=1, original_max_seq_len=base.cfg.max_seq_len)
+    extended = Olmo3(base.cfg.model_copy(update={"max_seq_len": 128, "yarn": yarn}))
+    extended.load_state_dict(base.state_dict())
+    docs = [np.random.default_rng(i).integers(0, 512, 129) for i in range(3)]
+    as_it_was = base.cfg.model_copy(update={"max_seq_len": 128})
+    got = long_context.position_losses_as(extended, as_it_was, docs, 128)
+    assert np.allclose(got, position_losses(base, docs, 128), atol=1e-5)
+    assert np.abs(position_losses(extended, docs, 128) - got).max() > 1e-4  # YaRN (on the full layer) changes it
+    assert extended.cfg.yarn == yarn  # and the model keeps its own config
+
+
 def test_position_docs_fall_back_to_unseen_long_training_documents():
     long_docs = Docs.from_list("long/code", [np.arange(n, dtype=np.uint32) for n in (50, 300, 20, 400)])
     domains = {"long/code": long_docs, "midtrain/code": long_docs}
