@@ -54,6 +54,7 @@ import kernel_profile  # bench/kernel_profile.py, beside this script
 from olmoflow.model import ModelConfig, Olmo3, flex
 from olmoflow.model.flops import flops_per_token, num_params
 from olmoflow.model.hf import hf_name, to_hf_config
+from olmoflow.train.mfu import cuda_matmul_flops
 from olmoflow.train.optim import build_optimizer, param_groups
 
 TOKENIZER_VOCAB = 100_278  # dolma2's tokenizer; the embedding has 100,352 rows (padded to a multiple of 128)
@@ -139,19 +140,6 @@ def build_olmoflow(cfg: ModelConfig, device: torch.device, seed: int) -> Olmo3:
     torch.manual_seed(seed)  # the same initial weights in every run
     with device:
         return Olmo3(cfg).train()
-
-
-def matmul_tflops(device: torch.device, n: int = 8192, reps: int = 10) -> float:
-    """Measured bf16 dense peak: the mean TFLOP/s of `reps` [n, n] x [n, n] products on random data, after 3 warmups."""
-    a, b = (torch.randn(n, n, device=device, dtype=torch.bfloat16) for _ in range(2))
-    for _ in range(3):
-        a @ b
-    sync(device)
-    start = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    sync(device)
-    return 2 * n**3 * reps / (time.perf_counter() - start) / 1e12
 
 
 def train_run(name: str, args: argparse.Namespace, cfg: ModelConfig, device: torch.device,
@@ -276,7 +264,7 @@ def main() -> None:
     else:
         device = torch.device("cuda")
         torch.set_float32_matmul_precision("high")  # TF32 for what autocast leaves in fp32 (see the docstring)
-    args.measured_tflops = matmul_tflops(device) if device.type == "cuda" else None
+    args.measured_tflops = cuda_matmul_flops() / 1e12 if device.type == "cuda" else None
 
     cfg = preset(args)
     with torch.device("meta"):

@@ -53,20 +53,23 @@ def chunk_loss_grad(logits: torch.Tensor, y: torch.Tensor, scored: torch.Tensor,
     to >= 0), scored [n] (1.0 where the label counts). Plain ops that inductor fuses into a logsumexp reduction
     and one pointwise pass; the same math as the CPU path in `_LinearCrossEntropy.forward`."""
     x = logits.float()
-    lse = torch.logsumexp(x, dim=1)
-    target = x.gather(1, y[:, None]).squeeze(1)
-    ce = ((lse - target) * scored).sum()
-    z = (lse.square() * scored).sum()
+    rows_ce, lse = row_cross_entropy(x, y)
+    ce, z = (rows_ce * scored).sum(), (lse.square() * scored).sum()
     onehot = torch.arange(x.shape[1], device=x.device)[None, :] == y[:, None]
     grad = torch.exp(x - lse[:, None]) * (scored * (1 + 2 * z_loss * lse))[:, None] - onehot * scored[:, None]
     return ce, z, grad.to(logits.dtype)
 
 
+def row_cross_entropy(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cross-entropy, logsumexp) of each row of float logits x [n, V] against targets y [n] (>= 0)."""
+    lse = torch.logsumexp(x, dim=1)
+    return lse - x.gather(1, y[:, None]).squeeze(1), lse
+
+
 def chunk_loss(logits: torch.Tensor, y: torch.Tensor, scored: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(ce sum, z sum) of one chunk, for scoring without gradients."""
-    x = logits.float()
-    lse = torch.logsumexp(x, dim=1)
-    return ((lse - x.gather(1, y[:, None]).squeeze(1)) * scored).sum(), (lse.square() * scored).sum()
+    rows_ce, lse = row_cross_entropy(logits.float(), y)
+    return (rows_ce * scored).sum(), (lse.square() * scored).sum()
 
 
 @functools.cache
@@ -170,30 +173,32 @@ def _backprop_chunk(grad: torch.Tensor, h: torch.Tensor, weight: torch.Tensor, s
 def token_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Cross-entropy of each position (0 where IGNORE) as float32 shaped like labels, chunked as the training loss
     is: scoring a 65k-token row at vocab 100k never holds its 26 GB of float32 logits."""
-    flat, labels_flat = hidden.reshape(-1, hidden.shape[-1]), labels.reshape(-1)
+    flat, weight = _as_autocast_would(hidden, weight)
+    labels_flat = labels.reshape(-1)
+    out = torch.empty(len(flat), dtype=torch.float32, device=hidden.device)
+    rows = chunk_rows(len(flat), weight.shape[0], flat.dtype, hidden.device)
+    for start in range(0, len(flat), rows):
+        y = labels_flat[start:start + rows]
+        ce, _ = row_cross_entropy((flat[start:start + rows] @ weight.t()).float(), y.clamp(min=0))
+        out[start:start + rows] = torch.where(y != IGNORE, ce, 0.0)
+    return out.view(labels.shape)
+
+
+def _as_autocast_would(hidden: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """hidden flattened to [tokens, d], both in the autocast dtype when autocast is on: autocast does not reach
+    inside a custom Function (and mm with out= is never cast), so the head is cast here as autocast would cast
+    lm_head's matmul, and runs in bf16 like every other matmul of the step."""
+    flat = hidden.reshape(-1, hidden.shape[-1])
     device = hidden.device.type
     if torch.is_autocast_enabled(device):
         dtype = torch.get_autocast_dtype(device)
         flat, weight = flat.to(dtype), weight.to(dtype)
-    out = torch.empty(len(flat), dtype=torch.float32, device=hidden.device)
-    rows = chunk_rows(len(flat), weight.shape[0], flat.dtype, hidden.device)
-    for start in range(0, len(flat), rows):
-        logits = (flat[start:start + rows] @ weight.t()).float()
-        y = labels_flat[start:start + rows]
-        ce = torch.logsumexp(logits, dim=1) - logits.gather(1, y.clamp(min=0)[:, None]).squeeze(1)
-        out[start:start + rows] = torch.where(y != IGNORE, ce, 0.0)
-    return out.view(labels.shape)
+    return flat, weight
 
 
 def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor,
                          z_loss: float = 0.0) -> LossSums:
     """Loss sums of logits = hidden @ weight.T against labels (IGNORE = not scored): hidden [..., d], weight
     [V, d], labels [...]."""
-    flat = hidden.reshape(-1, hidden.shape[-1])
-    device = hidden.device.type
-    if torch.is_autocast_enabled(device):
-        # autocast does not reach inside a custom Function (and mm with out= is never cast): cast here, as it
-        # would cast lm_head's matmul, so the head runs in bf16 like every other matmul of the step
-        dtype = torch.get_autocast_dtype(device)
-        flat, weight = flat.to(dtype), weight.to(dtype)
+    flat, weight = _as_autocast_would(hidden, weight)
     return LossSums(*_LinearCrossEntropy.apply(flat, weight, labels.reshape(-1), z_loss))

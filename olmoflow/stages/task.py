@@ -51,10 +51,9 @@ def run_task(stage: str, config: str, overrides: list[str], start: str, stop: st
     pool = pool or {}
     nodes = int(pool.get("nodes") or 1)
     try:
-        gpus = local_ranks(stage, int(pool.get("gpus_per_node") or 1))
         if nodes > 1:
             result = run_on_nodes(stage, cfg, plan.inputs(stage, upstream), nodes, flow_run, pool=pool)
-        elif gpus > 1:
+        elif (gpus := local_ranks(stage, int(pool.get("gpus_per_node") or 1))) > 1:
             result = run_on_local_gpus(stage, cfg, plan.inputs(stage, upstream), gpus, flow_run)
         else:
             result = run_stage(stage, cfg, plan.inputs(stage, upstream), flow_run)

@@ -1,8 +1,9 @@
 """Model FLOPs utilisation: achieved model FLOPs per second over the device's peak.
 
 Model FLOPs per token come from `olmoflow.model.flops` (PaLM's 6N + attention). The peak is the configured one
-(train.peak_tflops), else a GPU's datasheet dense bf16 rate (as OLMo-core reports MFU), else measured: the best
-matmul rate over many short samples (fp32 on CPU, once per process and thread count; bf16 on an unknown GPU).
+(train.peak_tflops), else a GPU's datasheet dense bf16 rate (as OLMo-core reports MFU), else measured: on CPU the
+best fp32 matmul rate over many short samples (once per process and thread count), on an unknown GPU the mean bf16
+rate of large products.
 """
 
 from __future__ import annotations
@@ -40,16 +41,22 @@ def _gpu_peak(name: str) -> float:
     for fragment, tflops in GPU_BF16_TFLOPS.items():
         if fragment in name:
             return tflops * 1e12
-    n = 4096
+    return cuda_matmul_flops()
+
+
+def cuda_matmul_flops(n: int = 8192, reps: int = 10) -> float:
+    """Measured bf16 dense rate on the current GPU: the mean of `reps` [n, n] x [n, n] products of random data
+    (zeros run faster than real data), after 3 warmups."""
     gen = torch.Generator(device="cuda").manual_seed(0)
     a, b = (torch.randn(n, n, device="cuda", dtype=torch.bfloat16, generator=gen) for _ in range(2))
-    torch.mm(a, b)
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(10):
+    for _ in range(3):
         torch.mm(a, b)
     torch.cuda.synchronize()
-    return 2.0 * n ** 3 * 10 / (time.perf_counter() - start)
+    start = time.perf_counter()
+    for _ in range(reps):
+        torch.mm(a, b)
+    torch.cuda.synchronize()
+    return 2.0 * n ** 3 * reps / (time.perf_counter() - start)
 
 
 def peak_flops(device: torch.device = torch.device("cpu"), tflops: float | None = None) -> float:

@@ -70,8 +70,8 @@ class World:
     def holds_weights(self) -> bool:
         """Whether this rank builds or loads real weights before sharding: rank 0 (or a lone process). The others
         build the model on the meta device and receive their shards from rank 0 (parallel.parallelize): a 32B
-        model in float32 is 128 GB of host memory, once per node instead of once per rank."""
-        return self.rank == 0
+        model in float32 is 128 GB of host memory, held once in the run instead of once per rank."""
+        return self.lead
 
     @property
     def weights_device(self) -> torch.device:

@@ -29,18 +29,24 @@ def reference(hidden, weight, labels, z_loss):
     return ce + z_loss * z, ce, z
 
 
+def both_ways(hidden, weight, labels, z_loss, upstream=1.0):
+    """(reference sums, fused sums, autograd's (d hidden, d weight), the fused path's), each backward scaled by
+    `upstream`, as the trainer's 1/targets scales it."""
+    ref = reference(hidden, weight, labels, z_loss)
+    (upstream * ref[0]).backward()
+    want = hidden.grad.clone(), weight.grad.clone()
+    hidden.grad = weight.grad = None
+    fused = linear_cross_entropy(hidden, weight, labels, z_loss)
+    (upstream * fused.total).backward()
+    return ref, fused, want, (hidden.grad, weight.grad)
+
+
 @pytest.mark.parametrize("chunk", [7, 37, 256], ids=["chunks-with-remainder", "one-exact-chunk", "one-short-chunk"])
 def test_sums_and_gradients_equal_autograd_through_full_logits(monkeypatch, chunk):
     monkeypatch.setattr(lm_loss, "CHUNK_ROWS", chunk)
     hidden, weight, labels = problem()
-    z_loss = 0.3  # large, so a wrong z-loss gradient shows
-    total, ce, z = reference(hidden, weight, labels, z_loss)
-    (2.5 * total).backward()  # an upstream factor, as the trainer's 1/targets is
-    want = hidden.grad.clone(), weight.grad.clone()
-    hidden.grad = weight.grad = None
-
-    fused = linear_cross_entropy(hidden, weight, labels, z_loss)
-    (2.5 * fused.total).backward()
+    # z_loss large, so a wrong z-loss gradient shows
+    (total, ce, z), fused, want, _ = both_ways(hidden, weight, labels, 0.3, upstream=2.5)
     assert torch.allclose(fused.ce, ce, rtol=1e-6) and torch.allclose(fused.z, z, rtol=1e-6)
     assert torch.allclose(fused.total, total, rtol=1e-6)
     assert not fused.ce.requires_grad and not fused.z.requires_grad
@@ -66,12 +72,7 @@ def test_the_cuda_chunk_math_equals_autograd_too(monkeypatch, compile_):
 
 def matches_autograd(hidden, weight, labels, atol):
     """Fused sums and gradients (z_loss 0.3) against autograd through full logits; the reference ce."""
-    total, ce, z = reference(hidden, weight, labels, 0.3)
-    total.backward()
-    want = hidden.grad.clone(), weight.grad.clone()
-    hidden.grad = weight.grad = None
-    fused = linear_cross_entropy(hidden, weight, labels, 0.3)
-    fused.total.backward()
+    (_, ce, z), fused, want, _ = both_ways(hidden, weight, labels, 0.3)
     assert torch.allclose(fused.ce, ce, rtol=1e-5) and torch.allclose(fused.z, z, rtol=1e-5)
     assert torch.allclose(hidden.grad, want[0], rtol=1e-4, atol=atol)
     assert torch.allclose(weight.grad, want[1], rtol=1e-4, atol=atol)
@@ -101,16 +102,11 @@ def test_batched_shapes_and_no_grad_scoring():
 def test_bf16_weights_get_float32_sums_and_close_gradients(monkeypatch):
     monkeypatch.setattr(lm_loss, "CHUNK_ROWS", 8)
     hidden, weight, labels = problem(dtype=torch.bfloat16)
-    total, _, _ = reference(hidden, weight, labels, 0.01)
-    total.backward()
-    want = hidden.grad.float(), weight.grad.float()
-    hidden.grad = weight.grad = None
-    fused = linear_cross_entropy(hidden, weight, labels, 0.01)
-    fused.total.backward()
+    (total, _, _), fused, want, got = both_ways(hidden, weight, labels, 0.01)
     assert fused.ce.dtype == torch.float32 and weight.grad.dtype == torch.bfloat16
     assert torch.allclose(fused.total, total, rtol=1e-3)
-    for got, ref in zip((hidden.grad.float(), weight.grad.float()), want):
-        assert (got - ref).abs().max() <= 0.02 * ref.abs().max()
+    for g, ref in zip(got, want):
+        assert (g.float() - ref.float()).abs().max() <= 0.02 * ref.float().abs().max()
 
 
 def test_a_second_backward_is_refused():
