@@ -48,6 +48,7 @@ bench: data
 	$(BIN)/pip install -q --no-deps -r requirements-bench.txt
 	$(BIN)/python bench/train_step.py
 	$(BIN)/python bench/dedup.py
+	$(BIN)/python bench/post_logprobs.py
 
 compile: $(STAMP)
 	$(BIN)/olmoflow compile

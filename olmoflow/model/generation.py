@@ -84,9 +84,11 @@ def generate(model: Olmo3, prompts: list[list[int]], max_new_tokens: int, temper
     done = torch.zeros(b, dtype=torch.bool, device=device)
     for step in range(max_new_tokens):
         tokens, logp = pick(model.lm_head(hidden).float(), temperature, top_p, generator)
-        for i in (~done).nonzero().flatten().tolist():
-            new_tokens[i].append(int(tokens[i]))
-            logprobs[i].append(float(logp[i]))
+        # one copy to the host per step, not one per row (each a GPU sync)
+        for i, (tok, lp, stopped) in enumerate(zip(tokens.tolist(), logp.tolist(), done.tolist())):
+            if not stopped:
+                new_tokens[i].append(tok)
+                logprobs[i].append(lp)
         if eos_id is not None:
             done |= tokens == eos_id
         if bool(done.all()) or step == max_new_tokens - 1:

@@ -169,21 +169,6 @@ def _backprop_chunk(grad: torch.Tensor, h: torch.Tensor, weight: torch.Tensor, s
         grad_w.copy_(part) if start == 0 else grad_w.add_(part)
 
 
-@torch.no_grad()
-def token_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of each position (0 where IGNORE) as float32 shaped like labels, chunked as the training loss
-    is: scoring a 65k-token row at vocab 100k never holds its 26 GB of float32 logits."""
-    flat, weight = _as_autocast_would(hidden, weight)
-    labels_flat = labels.reshape(-1)
-    out = torch.empty(len(flat), dtype=torch.float32, device=hidden.device)
-    rows = chunk_rows(len(flat), weight.shape[0], flat.dtype, hidden.device)
-    for start in range(0, len(flat), rows):
-        y = labels_flat[start:start + rows]
-        ce, _ = row_cross_entropy((flat[start:start + rows] @ weight.t()).float(), y.clamp(min=0))
-        out[start:start + rows] = torch.where(y != IGNORE, ce, 0.0)
-    return out.view(labels.shape)
-
-
 def _as_autocast_would(hidden: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """hidden flattened to [tokens, d], both in the autocast dtype when autocast is on: autocast does not reach
     inside a custom Function (and mm with out= is never cast), so the head is cast here as autocast would cast

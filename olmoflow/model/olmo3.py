@@ -23,7 +23,8 @@ from torch import nn
 from olmoflow.model import fused, rope
 from olmoflow.model.attention import Mask, Masks, attend, document_positions, forward_masks
 from olmoflow.model.config import ModelConfig
-from olmoflow.model.lm_loss import LossSums, linear_cross_entropy, token_cross_entropy
+from olmoflow.model.lm_loss import LossSums, linear_cross_entropy
+from olmoflow.model.token_logprobs import token_logprobs
 
 if TYPE_CHECKING:
     from olmoflow.model.generation import KVCache
@@ -125,13 +126,15 @@ class Olmo3(nn.Module):
             block.compile()
 
     def forward(self, input_ids: torch.Tensor, doc_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,
-                z_loss: float = 0.0, per_token: bool = False) -> torch.Tensor | LossSums:
+                z_loss: float = 0.0, per_token: bool = False, temperature: float = 1.0) -> torch.Tensor | LossSums:
         """Logits [B, T, vocab] (float32) for token ids [B, T]; with doc_ids [B, T] no token sees another document,
         and each document's positions start at 0.
 
         With labels [B, T] (IGNORE = not scored), the loss sums instead (ce + z_loss * z, ce, z), computed without
         materializing the logits (olmoflow/model/lm_loss.py); the training step's path. With per_token as well, the
-        cross-entropy of each position [B, T] instead (no gradient; scoring long rows by position).
+        log-probability of each label [B, T] instead (0 where IGNORE; differentiable; under softmax(logits /
+        temperature)), also without the logits (olmoflow/model/token_logprobs.py): post-training's and per-position
+        scoring's path.
         """
         t = input_ids.shape[1]
         if doc_ids is None:
@@ -141,7 +144,7 @@ class Olmo3(nn.Module):
         masks = forward_masks(self.cfg, t, doc_ids, input_ids.device)
         hidden = self.hidden(input_ids, positions, masks)
         if labels is not None and per_token:
-            return token_cross_entropy(hidden, self.lm_head.weight, labels)
+            return token_logprobs(hidden, self.lm_head.weight, labels, temperature)
         if labels is not None:
             return linear_cross_entropy(hidden, self.lm_head.weight, labels, z_loss)
         return self.lm_head(hidden).float()

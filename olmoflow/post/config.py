@@ -21,6 +21,9 @@ class SFTConfig(Section):
     """0 = all conversations in the dataset."""
     val_examples: int = Field(64, gt=0)
     """Held-out conversations (a content-hash split of post/sft.jsonl) for the loss before and after."""
+    activation_checkpointing: bool = False
+    """Recompute each block's activations in backward instead of keeping them (a third more compute): what lets a
+    7B policy, its gradients and AdamW fit one GPU at these sequence lengths."""
     checkpoint_every: int = Field(100, gt=0)
     log_every: int = Field(10, gt=0)
     seed: int = 0
@@ -42,6 +45,9 @@ class DPOConfig(Section):
     """0 = all pairs in the dataset."""
     val_pairs: int = Field(64, gt=0)
     """Held-out pairs (a content-hash split of post/dpo.jsonl) for preference accuracy before and after."""
+    activation_checkpointing: bool = False
+    """Recompute each block's activations in backward instead of keeping them (a third more compute): what lets a
+    7B policy, its gradients and AdamW fit one GPU at these sequence lengths."""
     checkpoint_every: int = Field(50, gt=0)
     log_every: int = Field(5, gt=0)
     seed: int = 0
@@ -72,6 +78,9 @@ class RLVRConfig(Section):
     val_prompts: int = Field(64, gt=0)
     """Held-out RL prompts (a content-hash split of post/rl.jsonl), solved greedily before and after."""
     grad_clip: float = Field(1.0, gt=0)
+    activation_checkpointing: bool = False
+    """Recompute each block's activations in backward instead of keeping them (a third more compute): what lets a
+    7B policy, its gradients and AdamW fit one GPU at these sequence lengths."""
     checkpoint_every: int = Field(20, gt=0)
     log_every: int = Field(1, gt=0)
     seed: int = 0

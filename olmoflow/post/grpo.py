@@ -82,14 +82,16 @@ def policy_update(model: nn.Module, optimizer: torch.optim.Optimizer, samples: l
     No samples (every group had one reward only) means no step."""
     if not samples:
         return {"loss": 0.0, "clip_fraction": 0.0, "tis_weight": 1.0, "grad_norm": 0.0, "tokens": 0.0}
-    chunks = [_tensors(c, pad_id) for c in micro_batches(samples, micro_batch, length=lambda s: len(s.ids))]
+    device = next(model.parameters()).device
+    chunks = [tuple(t.to(device) for t in _tensors(c, pad_id))
+              for c in micro_batches(samples, micro_batch, length=lambda s: len(s.ids))]
     n_tokens = float(sum(c[2].sum() for c in chunks))
     old: list[torch.Tensor] = []
     loss_total = clipped_total = 0.0
     for epoch in range(epochs):
         optimizer.zero_grad(set_to_none=True)
         for k, (inputs, targets, mask, sampler, adv) in enumerate(chunks):
-            logp = token_logprobs(model, inputs, targets, temperature)
+            logp = token_logprobs(model, inputs, targets, mask, temperature)
             if epoch == 0:
                 # No step has been taken yet, so this policy is π_old: no separate no-grad pass is needed.
                 old.append(logp.detach())

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from olmoflow.model import generate
+from olmoflow.train.world import autocast
 
 
 @dataclass
@@ -37,8 +38,9 @@ def sample_groups(model: nn.Module, items: list[Any], prompt_of: Callable[[Any],
     prompts = [prompt_of(it) for it in items]
     was_training = model.training
     model.eval()
-    tokens, logprobs = generate(model, [p for p in prompts for _ in range(group_size)], max_new_tokens,
-                                temperature=temperature, top_p=top_p, eos_id=eos_id, generator=generator)
+    with autocast(next(model.parameters()).device):
+        tokens, logprobs = generate(model, [p for p in prompts for _ in range(group_size)], max_new_tokens,
+                                    temperature=temperature, top_p=top_p, eos_id=eos_id, generator=generator)
     model.train(was_training)
     groups = []
     for i, (it, p) in enumerate(zip(items, prompts)):

@@ -15,19 +15,29 @@ def save_state(d: Path, model: nn.Module, optimizer: torch.optim.Optimizer, loop
                generator: torch.Generator | None = None) -> None:
     torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "torch_rng": torch.get_rng_state(),
-                "generator": generator.get_state() if generator is not None else None}, d / "state.pt")
+                "cuda_rng": torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
+                "generator": generator.get_state() if generator is not None else None,
+                "generator_device": str(generator.device) if generator is not None else None}, d / "state.pt")
     (d / "loop.json").write_text(json.dumps(loop))
 
 
 def load_state(d: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
                generator: torch.Generator | None = None) -> dict[str, Any]:
-    """Restore everything save_state wrote; returns the loop state."""
-    blob = torch.load(d / "state.pt", weights_only=True)
-    model.load_state_dict(blob["model"])
-    optimizer.load_state_dict(blob["optimizer"])
-    torch.set_rng_state(blob["torch_rng"])
+    """Restore everything save_state wrote (onto the model's device, wherever it was saved); returns the loop
+    state."""
+    blob = torch.load(d / "state.pt", weights_only=True, map_location="cpu")
     if generator is not None:
         if blob["generator"] is None:
             raise ValueError(f"{d}: in-stage checkpoint has no sampler RNG state")
+        saved_on = blob.get("generator_device") or "cpu"
+        if saved_on.split(":")[0] != generator.device.type:
+            # a CPU and a CUDA generator keep different states: the sampled stream cannot continue exactly
+            raise ValueError(f"{d}: in-stage checkpoint was sampling on {saved_on}, this run samples on "
+                             f"{generator.device}; resume on the same kind of device (OLMOFLOW_DEVICE)")
         generator.set_state(blob["generator"])
+    model.load_state_dict(blob["model"])
+    optimizer.load_state_dict(blob["optimizer"])  # moves the moments to the parameters' device
+    torch.set_rng_state(blob["torch_rng"])
+    if blob.get("cuda_rng") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(blob["cuda_rng"])
     return json.loads((d / "loop.json").read_text())

@@ -21,6 +21,7 @@ from torch import nn
 from olmoflow.model.checkpoint import load_checkpoint, save_checkpoint
 from olmoflow.post.chat import ChatTemplate, Encoded, truncate
 from olmoflow.post.data import micro_batches, read_jsonl, split_heldout, stream_indices
+from olmoflow.post.device import place
 from olmoflow.post.dpo import dpo_loss, pair_logprobs
 from olmoflow.post.report import plot_curves, write_metrics
 from olmoflow.post.state import load_state, save_state
@@ -56,7 +57,7 @@ def score(model: nn.Module, pairs: list[Pair], micro_batch: int, pad_id: int,
     """[4, N]: logπ(c), logπ(r), |c|, |r| of the pairs listed in `which` (default all); other columns stay 0."""
     out = torch.zeros(4, len(pairs))
     for mb in _chunks(pairs, list(range(len(pairs))) if which is None else which, micro_batch):
-        out[:, mb] = torch.stack(pair_logprobs(model, [pairs[i] for i in mb], pad_id))
+        out[:, mb] = torch.stack(pair_logprobs(model, [pairs[i] for i in mb], pad_id)).cpu()
     return out
 
 
@@ -73,6 +74,7 @@ def run(ctx: StageContext) -> dict[str, float]:
     cfg = ctx.cfg.dpo
     ckpt = ctx.input("checkpoint").path
     model, tokenizer = load_checkpoint(ckpt)
+    device = place(model, cfg.activation_checkpointing)
     template = ChatTemplate(tokenizer)
     pad = template.pad
 
@@ -84,7 +86,8 @@ def run(ctx: StageContext) -> dict[str, float]:
     train, val = encode(train_rows, template, cfg.seq_len), encode(val_rows, template, cfg.seq_len)
     if not train or not val:
         raise ValueError(f"stage dpo: no pair in post/dpo.jsonl keeps a reply token within dpo.seq_len={cfg.seq_len}")
-    ctx.log.info("dpo: %d train / %d held-out pairs, %d steps of %d", len(train), len(val), cfg.steps, cfg.batch_size)
+    ctx.log.info("dpo: %d train / %d held-out pairs, %d steps of %d on %s", len(train), len(val), cfg.steps,
+                 cfg.batch_size, device)
 
     # ---- the reference model, once: the input checkpoint's log-probabilities of the pairs this run will visit
     # (a resumed run recomputes them from the same input checkpoint before the policy's weights are restored)
@@ -113,11 +116,11 @@ def run(ctx: StageContext) -> dict[str, float]:
         for group in optimizer.param_groups:
             group["lr"] = lr
         idx = stream_indices(step * cfg.batch_size, cfg.batch_size, len(train), cfg.seed)
-        stats = torch.zeros(4)  # loss, margin, correct, chosen reward: sums over the batch
+        stats = torch.zeros(4, device=device)  # loss, margin, correct, chosen reward: sums over the batch
         for mb in _chunks(train, idx, cfg.micro_batch):
             pi_c, pi_r, n_c, n_r = pair_logprobs(model, [train[i] for i in mb], pad)
-            loss, reward_c, reward_r = dpo_loss(pi_c, pi_r, ref_train[0, mb], ref_train[1, mb], n_c, n_r,
-                                                cfg.beta, cfg.length_normalized)
+            ref_c, ref_r = ref_train[:2, mb].to(device)
+            loss, reward_c, reward_r = dpo_loss(pi_c, pi_r, ref_c, ref_r, n_c, n_r, cfg.beta, cfg.length_normalized)
             (loss.sum() / len(idx)).backward()
             stats += torch.stack([loss.sum(), (reward_c - reward_r).sum(), (reward_c > reward_r).sum(),
                                   reward_c.sum()]).detach()

@@ -23,6 +23,7 @@ from olmoflow.model import generate
 from olmoflow.model.checkpoint import load_checkpoint, save_checkpoint
 from olmoflow.post.chat import ChatTemplate
 from olmoflow.post.data import read_jsonl, split_heldout, stream_indices
+from olmoflow.post.device import place
 from olmoflow.post.grpo import policy_update, to_samples
 from olmoflow.post.report import plot_curves, write_metrics
 from olmoflow.post.rollout import Group, active_sample, sample_groups
@@ -30,6 +31,7 @@ from olmoflow.post.state import load_state, save_state
 from olmoflow.post.verifiers import get_verifier
 from olmoflow.stages.context import StageContext
 from olmoflow.train.optim import build_optimizer
+from olmoflow.train.world import autocast
 
 KIND = "checkpoint"
 INPUTS = ("dataset", "checkpoint")
@@ -60,7 +62,8 @@ def greedy_accuracy(model: nn.Module, items: list[dict], reward: Callable[[dict,
     total = 0.0
     for i in range(0, len(items), batch):
         chunk = items[i:i + batch]
-        tokens, _ = generate(model, [it["ids"] for it in chunk], max_new_tokens, temperature=0.0, eos_id=eos_id)
+        with autocast(next(model.parameters()).device):
+            tokens, _ = generate(model, [it["ids"] for it in chunk], max_new_tokens, temperature=0.0, eos_id=eos_id)
         total += sum(reward(it, t) for it, t in zip(chunk, tokens))
     model.train()
     return total / len(items)
@@ -70,6 +73,7 @@ def run(ctx: StageContext) -> dict[str, float]:
     cfg = ctx.cfg.rlvr
     ckpt = ctx.input("checkpoint").path
     model, tokenizer = load_checkpoint(ckpt)
+    device = place(model, cfg.activation_checkpointing)
     model.train()
     template = ChatTemplate(tokenizer)
     reward = make_reward(tokenizer)
@@ -81,14 +85,14 @@ def run(ctx: StageContext) -> dict[str, float]:
     val = prepare(val_rows, template, cfg.max_prompt_len)
     if not train or not val:
         raise ValueError(f"stage rlvr: no prompt in post/rl.jsonl fits rlvr.max_prompt_len={cfg.max_prompt_len}")
-    ctx.log.info("rlvr: %d train / %d held-out prompts, %d steps of %d x %d", len(train), len(val), cfg.steps,
-                 cfg.prompts_per_step, cfg.group_size)
+    ctx.log.info("rlvr: %d train / %d held-out prompts, %d steps of %d x %d on %s", len(train), len(val),
+                 cfg.steps, cfg.prompts_per_step, cfg.group_size, device)
     rollout_batch = cfg.prompts_per_step * cfg.group_size
 
     # ---- resume or start
     # No weight decay and no schedule: Olmo 3's RL runs a constant, small LR straight from the DPO model.
     optimizer = build_optimizer(model, cfg.lr, weight_decay=0.0)
-    generator = torch.Generator().manual_seed(cfg.seed)
+    generator = torch.Generator(device).manual_seed(cfg.seed)  # sampling draws on the model's device
     latest = ctx.work.latest()
     if latest is not None:
         loop = load_state(latest, model, optimizer, generator)

@@ -17,6 +17,7 @@ from torch import nn
 from olmoflow.model.checkpoint import load_checkpoint, save_checkpoint
 from olmoflow.post.chat import ChatTemplate, Encoded, truncate
 from olmoflow.post.data import micro_batches, pad_batch, read_jsonl, split_heldout, stream_indices
+from olmoflow.post.device import place
 from olmoflow.post.logprobs import masked_sums
 from olmoflow.post.report import plot_curves, write_metrics
 from olmoflow.post.sft import sft_backward
@@ -51,6 +52,7 @@ def run(ctx: StageContext) -> dict[str, float]:
     cfg = ctx.cfg.sft
     ckpt = ctx.input("checkpoint").path
     model, tokenizer = load_checkpoint(ckpt)
+    device = place(model, cfg.activation_checkpointing)
     model.train()
     template = ChatTemplate(tokenizer)
 
@@ -63,8 +65,8 @@ def run(ctx: StageContext) -> dict[str, float]:
     if not train or not val:
         raise ValueError(f"stage sft: no conversation in post/sft.jsonl keeps an assistant token within "
                          f"sft.seq_len={cfg.seq_len}")
-    ctx.log.info("sft: %d train / %d held-out conversations, %d steps of %d", len(train), len(val), cfg.steps,
-                 cfg.batch_size)
+    ctx.log.info("sft: %d train / %d held-out conversations, %d steps of %d on %s", len(train), len(val), cfg.steps,
+                 cfg.batch_size, device)
 
     # ---- resume or start
     optimizer = build_optimizer(model, cfg.lr, weight_decay=cfg.weight_decay)

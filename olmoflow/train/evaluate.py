@@ -60,7 +60,7 @@ def position_losses(model: nn.Module, docs: list[np.ndarray], seq_len: int, micr
     sums = torch.zeros(seq_len, dtype=torch.float64)
     for lo in range(0, len(rows), micro_batch):
         x = torch.from_numpy(np.stack(rows[lo:lo + micro_batch])).to(_device(model))
-        sums += model(x[:, :-1], labels=x[:, 1:], per_token=True).double().sum(0).cpu()
+        sums -= model(x[:, :-1], labels=x[:, 1:], per_token=True).double().sum(0).cpu()
     model.train(was_training)
     return (sums / len(rows)).numpy()
 

@@ -33,7 +33,7 @@ from olmoflow.train.optim import build_optimizer
 from olmoflow.train.resume import ResumeError, Resumer, rng_state, set_rng_state
 from olmoflow.train.schedule import lr_factor
 from olmoflow.train.skip import SpikeDetector
-from olmoflow.train.world import World
+from olmoflow.train.world import World, autocast
 
 
 @dataclass
@@ -151,7 +151,7 @@ class Trainer:
             ids, docs, labels = (t.to(device) for t in (b.input_ids, b.doc_ids, b.labels))
             # the model's fused head + loss: chunks of tokens, never the [tokens, vocab] logits (model/lm_loss.py);
             # bf16 autocast on GPUs (float32 weights, optimizer and sums), plain float32 on CPU
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            with autocast(device):
                 total, ce, z = self.model(ids, docs if cfg.intra_doc_mask else None, labels=labels,
                                           z_loss=cfg.z_loss)
             (total / targets.clamp(min=1)).backward()

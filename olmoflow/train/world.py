@@ -34,6 +34,12 @@ def init_from_env() -> None:
         dist.init_process_group("gloo")
 
 
+def autocast(device: torch.device):
+    """bf16 autocast on a GPU (float32 weights, optimizer state and sums: Olmo 3's mixed precision); nothing on the
+    CPU, whose float32 runs are the reference the tests compare against."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
 def shutdown() -> None:
     """Leave the process group (the end of a torchrun command), so torch does not warn about a leaked one."""
     if dist.is_available() and dist.is_initialized():

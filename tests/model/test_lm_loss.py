@@ -133,21 +133,3 @@ def test_cuda_compiled_chunks_equal_autograd(monkeypatch):
     with torch.autocast("cuda", dtype=torch.bfloat16):  # the training step's dtype: bf16 chunks, float32 sums
         fused16 = linear_cross_entropy(hidden, weight, labels, 0.3)
     assert fused16.ce.dtype == torch.float32 and torch.allclose(fused16.ce, ce, rtol=1e-2)
-
-
-def test_per_token_cross_entropy_equals_torchs_and_the_model_serves_it(monkeypatch):
-    monkeypatch.setattr(lm_loss, "CHUNK_ROWS", 7)  # chunks with a remainder
-    hidden, weight, labels = problem()
-    want = F.cross_entropy((hidden @ weight.t()).float(), labels, ignore_index=IGNORE, reduction="none")
-    got = lm_loss.token_cross_entropy(hidden.view(1, 37, -1), weight, labels.view(1, 37))
-    assert got.shape == (1, 37) and not got.requires_grad
-    assert torch.allclose(got.view(-1), want, rtol=1e-6, atol=1e-6) and got.view(-1)[::5].abs().max() == 0
-
-    from modelkit import tiny_cfg, tiny_model
-
-    model = tiny_model(tiny_cfg())
-    x = torch.randint(0, 101, (2, 33), generator=torch.Generator().manual_seed(3))
-    per_token = model(x[:, :-1], labels=x[:, 1:], per_token=True)
-    logits = model(x[:, :-1])
-    assert torch.allclose(per_token, F.cross_entropy(logits.transpose(1, 2), x[:, 1:], reduction="none"),
-                          rtol=1e-5, atol=1e-5)

@@ -17,6 +17,7 @@ from olmoflow.config import FlowConfig, from_dict
 from olmoflow.data.tokenizer import train_bpe
 from olmoflow.model import ModelConfig, Olmo3
 from olmoflow.model.checkpoint import load_checkpoint, save_checkpoint
+from olmoflow.post.device import place
 from olmoflow.stages import dpo, rlvr, sft
 from olmoflow.stages.context import StageContext, input_from_dir, make_test_context
 
@@ -169,6 +170,28 @@ def test_killed_stage_resumes_to_the_same_weights(payloads, tmp_path: Path, stag
     assert json.loads((resumed.out / "metrics.json").read_text()) == want_metrics
 
 
+@pytest.mark.parametrize("stage", [sft, dpo, rlvr])
+def test_activation_checkpointing_changes_nothing_but_memory(payloads, tmp_path: Path, monkeypatch,
+                                                             stage: ModuleType) -> None:
+    import olmoflow.post.device as device
+
+    data, base = payloads
+    name = stage.__name__.rsplit(".", 1)[1]
+    wrapped = []
+    real = device.checkpoint_blocks
+    monkeypatch.setattr(device, "checkpoint_blocks", lambda model: wrapped.append(model) or real(model))
+    cfg = smoke(f"{name}.steps=3")
+    want = stage.run(plain := context(name, cfg, tmp_path / "plain", data, base))
+    got = stage.run(ac := context(name, smoke(f"{name}.steps=3", f"{name}.activation_checkpointing=true"),
+                                  tmp_path / "ac", data, base))
+    assert len(wrapped) == 1 and type(wrapped[0].layers[0]).__name__ == "CheckpointWrapper"
+    assert got == pytest.approx(want, rel=1e-5, abs=1e-6)
+    # the payload is a plain Olmo3 checkpoint either way (the wrapper's names never reach it)
+    for (k, a), (k2, b) in zip(load_checkpoint(plain.out)[0].state_dict().items(),
+                               load_checkpoint(ac.out)[0].state_dict().items()):
+        assert k == k2 and torch.allclose(a, b, rtol=1e-4, atol=1e-6), k
+
+
 def test_errors_name_the_problem(payloads, tmp_path: Path) -> None:
     data, base = payloads
     with pytest.raises(FileNotFoundError, match=r"nowhere/post/sft.jsonl: not found"):
@@ -179,3 +202,38 @@ def test_errors_name_the_problem(payloads, tmp_path: Path) -> None:
         sft.run(context("sft", smoke("sft.seq_len=2"), tmp_path, data, base))
     with pytest.raises(ValueError, match=r"dpo.val_pairs=64 leaves no training rows \(64 rows in all\)"):
         dpo.run(context("dpo", smoke("dpo.val_pairs=64"), tmp_path, data, base))
+
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_post_training_runs_on_the_gpu_like_on_the_cpu(payloads, tmp_path: Path, monkeypatch) -> None:
+    """SFT, DPO and RLVR on the GPU (bf16 autocast, sampling on the GPU): the same metrics as on the CPU up to
+    bf16 rounding for SFT and DPO (RLVR samples from another RNG stream, so only its ranges); the payload is
+    written from the GPU model; a killed GPU run resumes."""
+    data, base = payloads
+    cfg = smoke("sft.steps=7", "rlvr.steps=4")
+    devices: list[torch.device] = []
+
+    def placed(model):
+        devices.append(place(model))
+        return devices[-1]
+
+    got, want = {}, {}
+    for stage in (sft, dpo, rlvr):
+        name = stage.__name__.rsplit(".", 1)[1]
+        monkeypatch.setattr(stage, "place", placed)
+        monkeypatch.setenv("OLMOFLOW_DEVICE", "cpu")
+        want[name] = stage.run(context(name, cfg, tmp_path / "cpu", data, base))
+        monkeypatch.setenv("OLMOFLOW_DEVICE", "cuda")
+        ctx = context(name, cfg, tmp_path / "gpu", data, base)
+        got[name] = stage.run(ctx)
+        assert_checkpoint(ctx.out, {sft: "sft_loss.png", dpo: "dpo.png", rlvr: "rlvr_reward.png"}[stage])
+    assert [d.type for d in devices] == ["cpu", "cuda"] * 3
+    for key in ("val_sft_loss", "val_sft_loss_before", "train_loss"):
+        assert got["sft"][key] == pytest.approx(want["sft"][key], rel=0.03), key
+    for key in ("val_dpo_loss", "val_reward_margin"):
+        assert got["dpo"][key] == pytest.approx(want["dpo"][key], rel=0.05, abs=0.02), key
+    assert 0.0 <= got["rlvr"][rlvr.HEADLINE] <= 1.0 and got["rlvr"]["steps"] == 4.0
+    _, resumed = interrupted_then_resumed(rlvr, cfg, tmp_path / "gpu-killed", data, base, crash_at=3)
+    assert min(s for s, _ in resumed.history if s) == 3
