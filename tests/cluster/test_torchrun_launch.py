@@ -20,8 +20,10 @@ import os, torch, torch.distributed as dist
 dist.init_process_group("gloo")
 t = torch.ones(1)
 dist.all_reduce(t)
-print(f"rank={dist.get_rank()} world={dist.get_world_size()} sum={int(t.item())} "
-      f"replicate={os.environ['OLMOFLOW_REPLICATE']} shard={os.environ['OLMOFLOW_SHARD']}", flush=True)
+# One write of the whole line: ranks share the node's stdout pipe, and print's two writes (text, then newline)
+# interleaved there once in ~25 runs. A single write under PIPE_BUF bytes is atomic.
+os.write(1, (f"rank={dist.get_rank()} world={dist.get_world_size()} sum={int(t.item())} "
+             f"replicate={os.environ['OLMOFLOW_REPLICATE']} shard={os.environ['OLMOFLOW_SHARD']}\\n").encode())
 dist.destroy_process_group()
 """
 
