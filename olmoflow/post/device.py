@@ -1,10 +1,9 @@
-"""Where a post-training stage computes: its pod's GPU when it has one (OLMOFLOW_DEVICE=cpu keeps the CPU), in one
-process, with bf16 autocast there (olmoflow/train/world.py).
+"""Where RLVR computes: its pod's first GPU when it has one (OLMOFLOW_DEVICE=cpu keeps the CPU), in one process,
+with bf16 autocast there (olmoflow/train/world.py). SFT and DPO shard over every GPU instead (train/parallel.py).
 
 One device holds the policy, its gradients and AdamW's two moments in float32 (16 bytes per parameter): a 7B model
-is 112 GB, which leaves one 141 GB H200 room for the activations of 4k-token chats only with activation
-checkpointing (the 7B preset turns it on); a 32B model needs its weights sharded across GPUs, which post-training
-does not do yet.
+is 112 GB, which leaves one 141 GB H200 room for a batch of rollouts only with activation checkpointing (the 7B
+preset turns it on); a 32B policy needs sharded RL (a separate rollout engine, as Olmo 3's), not built yet.
 """
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from olmoflow.train.parallel import checkpoint_blocks
+from olmoflow.train import parallel
 from olmoflow.train.world import World
 
 
@@ -21,5 +20,5 @@ def place(model: nn.Module, activation_checkpointing: bool = False) -> torch.dev
     device = World().device
     model.to(device)
     if activation_checkpointing:
-        checkpoint_blocks(model)
+        parallel.checkpoint_blocks(model)
     return device

@@ -1,5 +1,6 @@
-"""In-stage checkpoints of a post-training run: weights, optimizer, RNG, and a JSON of the loop's own state
-(step, data position, the curve so far, metrics measured before training), so a killed stage resumes exactly."""
+"""In-stage checkpoints of a post-training run, so a killed stage resumes exactly: RLVR's (one process: weights,
+optimizer, RNG, the sampler's stream, and a JSON of the loop's own state: step, data position, the curve so far,
+metrics measured before training), and SFT's and DPO's on any number of ranks (`resume_sharded`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,11 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from olmoflow.stages.context import StageContext
+from olmoflow.train import dist_checkpoint
+from olmoflow.train.resume import Resumer
+from olmoflow.train.world import World
 
 
 def save_state(d: Path, model: nn.Module, optimizer: torch.optim.Optimizer, loop: dict[str, Any],
@@ -41,3 +47,17 @@ def load_state(d: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
     if blob.get("cuda_rng") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state(blob["cuda_rng"])
     return json.loads((d / "loop.json").read_text())
+
+
+def resume_sharded(ctx: StageContext, world: World, model: nn.Module,
+                   optimizer: torch.optim.Optimizer) -> tuple[Resumer, dict[str, Any] | None]:
+    """SFT's and DPO's in-stage checkpoints, the pretraining trainer's kind (DCP through train/resume.py: resharded
+    when the world size changes, refused when written by another stage or config): (the Resumer that saves the
+    next ones, the loop state restored into model and optimizer, or None when the stage starts fresh)."""
+    resumer = Resumer(ctx, world)
+    state = resumer.latest()
+    if state is None:
+        return resumer, None
+    dist_checkpoint.load(state["folder"], model, optimizer)
+    ctx.log.info("%s: resuming at step %d from %s", ctx.stage, state["loop"]["step"], state["folder"])
+    return resumer, state["loop"]

@@ -11,6 +11,9 @@ Held-out pairs (a content-hash split) measure, before and after:
 - pref_accuracy: how often the policy gives the chosen reply a higher mean per-token log-probability than the
   rejected one (the model's own preference; meaningful before training too);
 - reward_accuracy: how often DPO's implicit reward margin is positive (0 before training, where policy = reference).
+
+Under torchrun the model is sharded as in pretraining (olmoflow/train/parallel.py): each rank scores and trains
+its share of the pairs (olmoflow/post/ranks.py), in-stage checkpoints are DCP and rank 0 writes the payload.
 """
 
 from __future__ import annotations
@@ -21,15 +24,19 @@ from torch import nn
 from olmoflow.model.checkpoint import load_checkpoint, save_checkpoint
 from olmoflow.post.chat import ChatTemplate, Encoded, truncate
 from olmoflow.post.data import micro_batches, read_jsonl, split_heldout, stream_indices
-from olmoflow.post.device import place
 from olmoflow.post.dpo import dpo_loss, pair_logprobs
+from olmoflow.post.ranks import check_batch, padded_share, share
 from olmoflow.post.report import plot_curves, write_metrics
-from olmoflow.post.state import load_state, save_state
+from olmoflow.post.state import resume_sharded
 from olmoflow.stages.context import StageContext
+from olmoflow.train import parallel
 from olmoflow.train.optim import build_optimizer
 from olmoflow.train.schedule import lr_factor
+from olmoflow.train.world import World
 
 KIND = "checkpoint"
+DISTRIBUTED = True
+"""Runs on every rank of a torchrun world (FSDP); rank 0 writes the payload."""
 INPUTS = ("dataset", "checkpoint")
 HEADLINE = "pref_accuracy"
 
@@ -52,13 +59,18 @@ def _chunks(pairs: list[Pair], idx: list[int], micro_batch: int) -> list[list[in
 
 
 @torch.no_grad()
-def score(model: nn.Module, pairs: list[Pair], micro_batch: int, pad_id: int,
+def score(model: nn.Module, pairs: list[Pair], micro_batch: int, pad_id: int, world: World,
           which: list[int] | None = None) -> torch.Tensor:
-    """[4, N]: logπ(c), logπ(r), |c|, |r| of the pairs listed in `which` (default all); other columns stay 0."""
-    out = torch.zeros(4, len(pairs))
-    for mb in _chunks(pairs, list(range(len(pairs))) if which is None else which, micro_batch):
-        out[:, mb] = torch.stack(pair_logprobs(model, [pairs[i] for i in mb], pad_id)).cpu()
-    return out
+    """[4, N] on the CPU: logπ(c), logπ(r), |c|, |r| of the pairs listed in `which` (default all), each rank
+    scoring its share; other columns stay 0. Collective."""
+    out = torch.zeros(4, len(pairs), device=world.device)
+    mine = padded_share(list(range(len(pairs))) if which is None else which, world)
+    for mb in micro_batches(mine, micro_batch, length=lambda x: max(map(len, pairs[x[0]]))):
+        values = torch.stack(pair_logprobs(model, [pairs[i] for i, _ in mb], pad_id))
+        real = [k for k, (_, r) in enumerate(mb) if r]  # a padding repeat's column is another rank's
+        out[:, [mb[k][0] for k in real]] = values[:, real].to(out.device)
+    parallel.reshard(model)
+    return world.sum(out).cpu()
 
 
 def heldout(scores: torch.Tensor, ref: torch.Tensor, beta: float, length_normalized: bool) -> dict[str, float]:
@@ -73,8 +85,11 @@ def heldout(scores: torch.Tensor, ref: torch.Tensor, beta: float, length_normali
 def run(ctx: StageContext) -> dict[str, float]:
     cfg = ctx.cfg.dpo
     ckpt = ctx.input("checkpoint").path
-    model, tokenizer = load_checkpoint(ckpt)
-    device = place(model, cfg.activation_checkpointing)
+    world = World.current()
+    check_batch(cfg.batch_size, "dpo.batch_size", world)
+    model, tokenizer = load_checkpoint(ckpt, weights=world.holds_weights)  # rank 0 reads, parallelize shares
+    model = parallel.parallelize(model, world, cfg.activation_checkpointing)
+    device = world.device
     template = ChatTemplate(tokenizer)
     pad = template.pad
 
@@ -86,25 +101,23 @@ def run(ctx: StageContext) -> dict[str, float]:
     train, val = encode(train_rows, template, cfg.seq_len), encode(val_rows, template, cfg.seq_len)
     if not train or not val:
         raise ValueError(f"stage dpo: no pair in post/dpo.jsonl keeps a reply token within dpo.seq_len={cfg.seq_len}")
-    ctx.log.info("dpo: %d train / %d held-out pairs, %d steps of %d on %s", len(train), len(val), cfg.steps,
-                 cfg.batch_size, device)
+    if ctx.lead:
+        ctx.log.info("dpo: %d train / %d held-out pairs, %d steps of %d on %d x %s", len(train), len(val),
+                     cfg.steps, cfg.batch_size, world.size, device)
 
     # ---- the reference model, once: the input checkpoint's log-probabilities of the pairs this run will visit
     # (a resumed run recomputes them from the same input checkpoint before the policy's weights are restored)
     model.eval()
     visited = sorted(set(stream_indices(0, cfg.steps * cfg.batch_size, len(train), cfg.seed)))
-    ref_train = score(model, train, cfg.micro_batch, pad, visited)
-    ref_val = score(model, val, cfg.micro_batch, pad)
+    ref_train = score(model, train, cfg.micro_batch, pad, world, visited)
+    ref_val = score(model, val, cfg.micro_batch, pad, world)
     model.train()
 
     # ---- resume or start
     # No weight decay: it would pull the policy toward zero, not toward the reference that DPO measures from.
     optimizer = build_optimizer(model, cfg.lr, weight_decay=0.0)
-    latest = ctx.work.latest()
-    if latest is not None:
-        loop = load_state(latest, model, optimizer)
-        ctx.log.info("dpo: resuming at step %d from %s", loop["step"], latest)
-    else:
+    resumer, loop = resume_sharded(ctx, world, model, optimizer)
+    if loop is None:
         # Before any step the policy is the reference, so its held-out scores are the reference's.
         before = heldout(ref_val, ref_val, cfg.beta, cfg.length_normalized)
         loop = {"step": 0, "curve": [], "margin": [], "before": before}
@@ -117,46 +130,49 @@ def run(ctx: StageContext) -> dict[str, float]:
             group["lr"] = lr
         idx = stream_indices(step * cfg.batch_size, cfg.batch_size, len(train), cfg.seed)
         stats = torch.zeros(4, device=device)  # loss, margin, correct, chosen reward: sums over the batch
-        for mb in _chunks(train, idx, cfg.micro_batch):
+        chunks = _chunks(train, share(idx, world), cfg.micro_batch)
+        for k, mb in enumerate(chunks):
+            parallel.sync_grads(model, k == len(chunks) - 1)  # FSDP: reduce-scatter after the last micro-batch
             pi_c, pi_r, n_c, n_r = pair_logprobs(model, [train[i] for i in mb], pad)
             ref_c, ref_r = ref_train[:2, mb].to(device)
             loss, reward_c, reward_r = dpo_loss(pi_c, pi_r, ref_c, ref_r, n_c, n_r, cfg.beta, cfg.length_normalized)
             (loss.sum() / len(idx)).backward()
             stats += torch.stack([loss.sum(), (reward_c - reward_r).sum(), (reward_c > reward_r).sum(),
                                   reward_c.sum()]).detach()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        grad_norm = parallel.clip_grads(model, cfg.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
         done = step + 1
-        loss_value, margin, accuracy, chosen = (stats / len(idx)).tolist()
+        loss_value, margin, accuracy, chosen = (world.sum(stats) / len(idx)).tolist()
         loop["curve"].append([done, loss_value])
         loop["margin"].append([done, margin])
         if done % cfg.log_every == 0 or done == cfg.steps:
             ctx.log_metrics({"train_loss": loss_value, "reward_margin": margin, "train_reward_accuracy": accuracy,
                              "chosen_reward": chosen, "rejected_reward": chosen - margin, "lr": lr,
-                             "grad_norm": float(grad_norm)}, step=done)
+                             "grad_norm": grad_norm}, step=done)
         if done % cfg.checkpoint_every == 0 and done < cfg.steps:
             loop["step"] = done
-            with ctx.work.saving(done) as d:
-                save_state(d, model, optimizer, loop)
+            resumer.save(done, {"loop": loop}, model, optimizer)
 
     # ---- measure and save
-    after = heldout(score(model, val, cfg.micro_batch, pad), ref_val, cfg.beta, cfg.length_normalized)
+    after = heldout(score(model, val, cfg.micro_batch, pad, world), ref_val, cfg.beta, cfg.length_normalized)
     ctx.log_metrics(after, step=cfg.steps)
     metrics = {**after, **{f"{k}_before": v for k, v in loop["before"].items()},
                "train_pairs": float(len(train)), "steps": float(cfg.steps)}
-    save_checkpoint(ctx.out, model, ckpt / "tokenizer.json")
-    write_metrics(ctx.out, metrics)
-    ctx.log_artifact(plot_curves(ctx.out / "plots" / "dpo.png",
-                                 {"loss": {"train": loop["curve"],
-                                           "held-out": [[0, loop["before"]["val_dpo_loss"]],
-                                                        [cfg.steps, after["val_dpo_loss"]]]},
-                                  "reward margin": {"train": loop["margin"]},
-                                  "held-out accuracy": {
-                                      "preference": [[0, loop["before"]["pref_accuracy"]],
-                                                     [cfg.steps, after["pref_accuracy"]]],
-                                      "reward": [[0, loop["before"]["reward_accuracy"]],
-                                                 [cfg.steps, after["reward_accuracy"]]]}},
-                                 "DPO"))
+    plain = parallel.export(model, world, wrapped=world.size > 1 or cfg.activation_checkpointing)
+    if ctx.lead:
+        save_checkpoint(ctx.out, plain, ckpt / "tokenizer.json")
+        write_metrics(ctx.out, metrics)
+        ctx.log_artifact(plot_curves(ctx.out / "plots" / "dpo.png",
+                                     {"loss": {"train": loop["curve"],
+                                               "held-out": [[0, loop["before"]["val_dpo_loss"]],
+                                                            [cfg.steps, after["val_dpo_loss"]]]},
+                                      "reward margin": {"train": loop["margin"]},
+                                      "held-out accuracy": {
+                                          "preference": [[0, loop["before"]["pref_accuracy"]],
+                                                         [cfg.steps, after["pref_accuracy"]]],
+                                          "reward": [[0, loop["before"]["reward_accuracy"]],
+                                                     [cfg.steps, after["reward_accuracy"]]]}},
+                                     "DPO"))
     return metrics

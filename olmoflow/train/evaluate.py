@@ -2,7 +2,8 @@
 (how well the model uses context; beyond the pretraining context it shows what long-context training bought).
 
 The model may be the trainer's sharded one (FSDP): then every rank runs the same batches (each forward gathers
-the weights collectively) and gets the same numbers, on the device the weights live on."""
+the weights collectively) and gets the same numbers, on the device the weights live on, and the weights are
+sharded again after (parallel.reshard), so a soup, a checkpoint or an optimizer taken next sees the shards."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from torch import nn
 from olmoflow.model.lm_loss import IGNORE
 from olmoflow.train.loader import Batch, eval_batches
 from olmoflow.train.packing import Docs
+from olmoflow.train.parallel import reshard
 
 
 def _device(model: nn.Module) -> torch.device:
@@ -32,6 +34,7 @@ def mean_loss(model: nn.Module, batches: Iterable[Batch], intra_doc: bool) -> tu
         # the fused head + loss, as in training: never the [tokens, vocab] logits
         total += float(model(ids, docs if intra_doc else None, labels=labels).ce)
         n += int((labels != IGNORE).sum())
+    reshard(model)
     model.train(was_training)
     return total / max(n, 1), n
 
@@ -61,6 +64,7 @@ def position_losses(model: nn.Module, docs: list[np.ndarray], seq_len: int, micr
     for lo in range(0, len(rows), micro_batch):
         x = torch.from_numpy(np.stack(rows[lo:lo + micro_batch])).to(_device(model))
         sums -= model(x[:, :-1], labels=x[:, 1:], per_token=True).double().sum(0).cpu()
+    reshard(model)
     model.train(was_training)
     return (sums / len(rows)).numpy()
 

@@ -120,15 +120,7 @@ class Trainer:
         """The trained model as a plain, unsharded Olmo3 on the CPU of rank 0, to write as the payload; None on
         the other ranks. Collective under FSDP. One process without activation checkpointing returns the model
         itself, moved to the CPU."""
-        if not self.wrapped:
-            return self.model.cpu()
-        weights = dist_checkpoint.full_model_state(self.model)
-        if not self.world.lead:
-            return None
-        with torch.device("meta"):
-            plain = Olmo3(self.model.cfg)
-        plain.load_state_dict(weights, assign=True)
-        return plain
+        return parallel.export(self.model, self.world, self.wrapped)
 
     def average(self) -> None:
         """Set the (sharded) model to the mean of its weights at the last `average_last` checkpoints (Olmo 3 32B's
@@ -158,8 +150,7 @@ class Trainer:
             ce_total += ce.detach()
             z_total += z.detach()
         sums = self.world.sum(torch.stack([ce_total, z_total])) / targets.clamp(min=1)
-        grad_norm = parallel.to_local_scalar(
-            nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip, foreach=False))
+        grad_norm = parallel.clip_grads(self.model, cfg.grad_clip)
         loss = float(sums[0])
         skipped = self.skip.check(loss, grad_norm)
         if not skipped:

@@ -1,4 +1,4 @@
-"""Data parallelism for the trainer: FSDP2 (`fully_shard`) over every transformer block and the root, HSDP when
+"""Data parallelism for the trainers (pretraining's loop, SFT, DPO): FSDP2 (`fully_shard`) over every transformer block and the root, HSDP when
 the cluster asks for replicas, and activation checkpointing of the blocks.
 
     torchrun --nproc-per-node 4 -m olmoflow.cli stage pretrain ...   # OLMOFLOW_REPLICATE=2 OLMOFLOW_SHARD=2
@@ -21,6 +21,8 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.fsdp import FSDPModule, fully_shard
 
+from olmoflow.model import Olmo3
+from olmoflow.train import dist_checkpoint
 from olmoflow.train.world import World
 
 
@@ -95,6 +97,35 @@ def sync_grads(model: nn.Module, sync: bool) -> None:
         model.set_requires_gradient_sync(sync)
 
 
+def reshard(model: nn.Module) -> None:
+    """Free the gathered weights a forward without backward (scoring) left behind. FSDP keeps the root's weights
+    gathered after a forward, for the backward that would follow; until then its parameters are the gathered
+    tensors, not the shards, so an optimizer or a checkpoint taken then would name the wrong tensors."""
+    if isinstance(model, FSDPModule):
+        model.reshard()
+
+
 def to_local_scalar(x: torch.Tensor) -> float:
     """A grad norm that may be a DTensor (sharded params) as a plain float, the same on every rank."""
     return float(x.full_tensor() if hasattr(x, "full_tensor") else x)
+
+
+def clip_grads(model: nn.Module, max_norm: float) -> float:
+    """Clip the global gradient norm (over every rank's shards) to max_norm; returns the norm before clipping."""
+    # foreach=False: the foreach kernels do not take a mix of DTensor shards on gloo
+    return to_local_scalar(nn.utils.clip_grad_norm_(model.parameters(), max_norm, foreach=False))
+
+
+def export(model: nn.Module, world: World, wrapped: bool) -> Olmo3 | None:
+    """`model` as a plain, unsharded Olmo3 on rank 0's CPU, to write as a payload; None on the other ranks.
+    Collective under FSDP. A model that is neither sharded nor checkpoint-wrapped (`wrapped` False) is itself
+    returned, moved to the CPU."""
+    if not wrapped:
+        return model.cpu()
+    weights = dist_checkpoint.full_model_state(model)
+    if not world.lead:
+        return None
+    with torch.device("meta"):
+        plain = Olmo3(model.cfg)
+    plain.load_state_dict(weights, assign=True)
+    return plain

@@ -13,7 +13,9 @@ from kit import tiny_olmo
 from olmoflow.post.chat import ChatTemplate, Encoded
 from olmoflow.post.dpo import dpo_loss, pair_logprobs
 from olmoflow.post.grpo import group_advantages, grpo_loss
+from olmoflow.post.ranks import share
 from olmoflow.post.sft import sft_backward
+from olmoflow.train.world import World
 
 QUESTIONS = ["What is 12 plus 7?", "Hello there!", "How are you today?", "What is 7 plus 12?", "Hello!"]
 REPLIES = ["12 plus 7 is 19.", "Hello! I am fine, thank you.", "I am fine.", "The answer is 19.",
@@ -40,12 +42,20 @@ def test_sft_gradient_is_the_global_token_mean_for_any_micro_batch(tokenizer: To
     oracle = -sum(unpadded_logprobs(model, e) for e in batch) / sum(sum(e.mask[1:]) for e in batch)
     oracle.backward()
     want = {n: p.grad.clone() for n, p in model.named_parameters()}
+    n_tokens = sum(e.n_targets for e in batch)
     for micro_batch in (1, 2, 5):
         model.zero_grad()
-        loss = sft_backward(model, batch, micro_batch, pad)
-        assert loss == pytest.approx(oracle.item(), rel=1e-5)
+        loss = sft_backward(model, batch, micro_batch, pad, n_tokens)
+        assert float(loss) == pytest.approx(oracle.item(), rel=1e-5)
         for n, p in model.named_parameters():
             torch.testing.assert_close(p.grad, want[n], rtol=1e-4, atol=1e-6, msg=f"{n} micro_batch={micro_batch}")
+    # Two ranks' shares, each divided by the whole step's tokens: their gradients (summed across ranks by FSDP,
+    # here by accumulating) and losses add up to the step's mean.
+    model.zero_grad()
+    shares = [sft_backward(model, share(batch, World(r, 2)), 2, pad, n_tokens) for r in range(2)]
+    assert float(sum(shares)) == pytest.approx(oracle.item(), rel=1e-5)
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, want[n], rtol=1e-4, atol=1e-6, msg=f"{n} in two shares")
 
 
 def test_dpo_loss_by_hand() -> None:

@@ -5,84 +5,24 @@ and errors name what is wrong."""
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 import torch
-import yaml
 
-from olmoflow.config import FlowConfig, from_dict
-from olmoflow.data.tokenizer import train_bpe
-from olmoflow.model import ModelConfig, Olmo3
-from olmoflow.model.checkpoint import load_checkpoint, save_checkpoint
-from olmoflow.post.device import place
+from olmoflow.config import FlowConfig
+from olmoflow.model import Olmo3
+from olmoflow.model.checkpoint import load_checkpoint
 from olmoflow.stages import dpo, rlvr, sft
-from olmoflow.stages.context import StageContext, input_from_dir, make_test_context
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _jsonl(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-
-
-def _rows() -> dict[str, list[dict]]:
-    """Synthetic arithmetic, as curate writes it: chat SFT, preference pairs whose chosen reply has a consistent
-    style the rejected one lacks, and verifiable RL prompts."""
-    rng = random.Random(0)
-    sums = [(a, b) for a in range(10) for b in range(10)]
-    rng.shuffle(sums)
-    q = "What is {} plus {}?"
-    return {
-        "sft": [{"messages": ([{"role": "system", "content": "You are a helpful assistant."}] if i % 3 == 0 else [])
-                 + [{"role": "user", "content": q.format(a, b)},
-                    {"role": "assistant", "content": f"{a} plus {b} is {a + b}. The answer is {a + b}."}]}
-                for i, (a, b) in enumerate(sums[:80])],
-        "dpo": [{"messages": [{"role": "user", "content": q.format(a, b)}],
-                 "chosen": f"{a} plus {b} is {a + b}. The answer is {a + b}.",
-                 "rejected": f"Hmm, maybe {a + b + rng.randint(1, 5)}? I am not sure."} for a, b in sums[:64]],
-        "rl": [{"prompt": q.format(a, b), "answer": str(a + b), "verifier": "math"} for a, b in sums],
-    }
+from olmoflow.stages.context import StageContext
+from postkit import context, make_payloads, smoke
 
 
 @pytest.fixture(scope="module")
 def payloads(tmp_path_factory) -> tuple[Path, Path]:
     """(dataset folder, base checkpoint folder)."""
-    root = tmp_path_factory.mktemp("post")
-    data = root / "dataset"
-    rows = _rows()
-    for name, r in rows.items():
-        _jsonl(data / "post" / f"{name}.jsonl", r)
-    # min_frequency=0: this small corpus then still fills all 400 ids the model has; whole numbers stay whole.
-    tok = train_bpe([json.dumps(x) for r in rows.values() for x in r] + ["system\nuser\nassistant\n"], 400,
-                    min_frequency=0, split_digits=False)
-    tok.save(str(data / "tokenizer.json"))
-    torch.manual_seed(0)
-    model = Olmo3(ModelConfig(d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=16, mlp_hidden=128,
-                              vocab_size=400, max_seq_len=256, sliding_window=32, rope_theta=10_000.0))
-    save_checkpoint(root / "base", model, data / "tokenizer.json")
-    return data, root / "base"
-
-
-def smoke(*overrides: str) -> FlowConfig:
-    preset = yaml.safe_load((ROOT / "configs" / "smoke.yaml").read_text())
-    data = {k: preset[k] for k in ("sft", "dpo", "rlvr")}
-    for item in overrides:
-        key, value = item.split("=")
-        section, knob = key.split(".")
-        data[section][knob] = yaml.safe_load(value)
-    return from_dict(data)
-
-
-def context(stage: str, cfg: FlowConfig, root: Path, data: Path, ckpt: Path) -> StageContext:
-    ctx = make_test_context(stage, cfg, root, {"dataset": input_from_dir(data, "dataset"),
-                                               "checkpoint": input_from_dir(ckpt, "checkpoint")})
-    ctx.artifacts = []
-    ctx.artifact_sink = lambda path, subdir: ctx.artifacts.append(path)
-    return ctx
+    return make_payloads(tmp_path_factory.mktemp("post"))
 
 
 def logged(ctx: StageContext, key: str) -> list[tuple[int, float]]:
@@ -173,13 +113,13 @@ def test_killed_stage_resumes_to_the_same_weights(payloads, tmp_path: Path, stag
 @pytest.mark.parametrize("stage", [sft, dpo, rlvr])
 def test_activation_checkpointing_changes_nothing_but_memory(payloads, tmp_path: Path, monkeypatch,
                                                              stage: ModuleType) -> None:
-    import olmoflow.post.device as device
+    from olmoflow.train import parallel
 
     data, base = payloads
     name = stage.__name__.rsplit(".", 1)[1]
     wrapped = []
-    real = device.checkpoint_blocks
-    monkeypatch.setattr(device, "checkpoint_blocks", lambda model: wrapped.append(model) or real(model))
+    real = parallel.checkpoint_blocks
+    monkeypatch.setattr(parallel, "checkpoint_blocks", lambda model: wrapped.append(model) or real(model))
     cfg = smoke(f"{name}.steps=3")
     want = stage.run(plain := context(name, cfg, tmp_path / "plain", data, base))
     got = stage.run(ac := context(name, smoke(f"{name}.steps=3", f"{name}.activation_checkpointing=true"),
@@ -190,6 +130,25 @@ def test_activation_checkpointing_changes_nothing_but_memory(payloads, tmp_path:
     for (k, a), (k2, b) in zip(load_checkpoint(plain.out)[0].state_dict().items(),
                                load_checkpoint(ac.out)[0].state_dict().items()):
         assert k == k2 and torch.allclose(a, b, rtol=1e-4, atol=1e-6), k
+
+
+def test_a_resume_folder_of_another_config_is_refused(payloads, tmp_path: Path) -> None:
+    from olmoflow.train.resume import ResumeError
+
+    data, base = payloads
+    ctx = context("sft", smoke("sft.steps=7"), tmp_path, data, base)
+
+    def crash(metrics: dict, step: int | None) -> None:
+        if step == 6:
+            raise KeyboardInterrupt("killed")
+    ctx.metrics_sink = crash
+    with pytest.raises(KeyboardInterrupt):
+        sft.run(ctx)
+    steps = ctx.work.steps()
+    with pytest.raises(ResumeError, match=r"written by stage 'sft' with config hash \w+, but this run is stage "
+                                          r"'sft' with config hash \w+"):
+        sft.run(context("sft", smoke("sft.steps=7", "sft.lr=1e-3"), tmp_path, data, base))
+    assert steps and ctx.work.steps() == steps  # nothing overwritten
 
 
 def test_errors_name_the_problem(payloads, tmp_path: Path) -> None:
@@ -204,32 +163,39 @@ def test_errors_name_the_problem(payloads, tmp_path: Path) -> None:
         dpo.run(context("dpo", smoke("dpo.val_pairs=64"), tmp_path, data, base))
 
 
-
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_post_training_runs_on_the_gpu_like_on_the_cpu(payloads, tmp_path: Path, monkeypatch) -> None:
     """SFT, DPO and RLVR on the GPU (bf16 autocast, sampling on the GPU): the same metrics as on the CPU up to
     bf16 rounding for SFT and DPO (RLVR samples from another RNG stream, so only its ranges); the payload is
     written from the GPU model; a killed GPU run resumes."""
+    from olmoflow.train import parallel
+
     data, base = payloads
     cfg = smoke("sft.steps=7", "rlvr.steps=4")
-    devices: list[torch.device] = []
+    devices: list[str] = []  # where each run put its model: SFT and DPO through parallelize, RLVR through place
+    real_parallelize, real_place = parallel.parallelize, rlvr.place
 
-    def placed(model):
-        devices.append(place(model))
-        return devices[-1]
+    def parallelize(model, world, *args):
+        devices.append(world.device.type)
+        return real_parallelize(model, world, *args)
 
+    def place(model, *args):
+        devices.append(real_place(model, *args).type)
+        return torch.device(devices[-1])
+
+    monkeypatch.setattr(parallel, "parallelize", parallelize)
+    monkeypatch.setattr(rlvr, "place", place)
     got, want = {}, {}
     for stage in (sft, dpo, rlvr):
         name = stage.__name__.rsplit(".", 1)[1]
-        monkeypatch.setattr(stage, "place", placed)
         monkeypatch.setenv("OLMOFLOW_DEVICE", "cpu")
         want[name] = stage.run(context(name, cfg, tmp_path / "cpu", data, base))
         monkeypatch.setenv("OLMOFLOW_DEVICE", "cuda")
         ctx = context(name, cfg, tmp_path / "gpu", data, base)
         got[name] = stage.run(ctx)
         assert_checkpoint(ctx.out, {sft: "sft_loss.png", dpo: "dpo.png", rlvr: "rlvr_reward.png"}[stage])
-    assert [d.type for d in devices] == ["cpu", "cuda"] * 3
+    assert devices == ["cpu", "cuda"] * 3
     for key in ("val_sft_loss", "val_sft_loss_before", "train_loss"):
         assert got["sft"][key] == pytest.approx(want["sft"][key], rel=0.03), key
     for key in ("val_dpo_loss", "val_reward_margin"):

@@ -214,7 +214,9 @@ def test_one_node_tasks_take_a_rank_per_visible_gpu_for_distributed_stages_only(
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
     assert local_ranks("pretrain", 8) == 4 and local_ranks("long-context", 2) == 2
-    assert local_ranks("pretrain", 1) == 1 and local_ranks("sft", 8) == 1 and local_ranks("curate", 8) == 1
+    assert local_ranks("sft", 8) == 4 and local_ranks("dpo", 8) == 4  # FSDP post-training too
+    assert local_ranks("pretrain", 1) == 1 and local_ranks("rlvr", 8) == 1 and local_ranks("curate", 8) == 1
+    assert local_ranks("eval", 8) == 1
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert local_ranks("pretrain", 8) == 1  # kfp.local on a laptop: the stage runs in the task's process
     assert torchrun_argv(4, ["olmoflow", "stage", "pretrain", "--config", "{}"])[1:] == [
