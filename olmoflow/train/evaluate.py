@@ -2,8 +2,8 @@
 (how well the model uses context; beyond the pretraining context it shows what long-context training bought).
 
 The model may be the trainer's sharded one (FSDP): then every rank runs the same batches (each forward gathers
-the weights collectively) and gets the same numbers, on the device the weights live on, and the weights are
-sharded again after (parallel.reshard), so a soup, a checkpoint or an optimizer taken next sees the shards."""
+the weights collectively) and gets the same numbers, on the device the weights live on; the gathered weights are
+freed after (parallel.reshard says why)."""
 
 from __future__ import annotations
 

@@ -99,8 +99,9 @@ def sync_grads(model: nn.Module, sync: bool) -> None:
 
 def reshard(model: nn.Module) -> None:
     """Free the gathered weights a forward without backward (scoring) left behind. FSDP keeps the root's weights
-    gathered after a forward, for the backward that would follow; until then its parameters are the gathered
-    tensors, not the shards, so an optimizer or a checkpoint taken then would name the wrong tensors."""
+    gathered after a forward, for the backward that would follow, and until then the root module's registered
+    parameters are other objects than the ones backward and the optimizer use: an optimizer built then holds
+    tensors that never get a gradient (measured: torch's get_state_dict then fails on their ids)."""
     if isinstance(model, FSDPModule):
         model.reshard()
 
