@@ -18,7 +18,8 @@ The first step's two losses are printed: they agree to float32 rounding.
 Steps alternate between the two models so load from other processes hits both alike; the median wall time per step
 gives tokens/s, and the ratio is also shown by CPU time per step (steadier on shared cores). MFU is model FLOPs
 (olmoflow/model/flops.py) per second over the peak measured here with a large fp32 matmul (best of the samples
-taken before and after the steps).
+taken before and after the steps). The last line is the bound on any ratio: a step whose every model FLOP ran at
+that peak, against transformers' measured step.
 """
 
 from __future__ import annotations
@@ -142,6 +143,8 @@ def main() -> None:
     # CPU time barely moves when other processes share the cores; wall time does. Two different readings = noise.
     print(f"ratio olmoflow / transformers: {rate['olmoflow'] / rate['transformers']:.2f}x tokens/s "
           f"({cpu_ratio:.2f}x by CPU time per step)")
+    # The fastest any implementation of this model could be: every model FLOP at the measured matmul peak.
+    print(f"ceiling (100% MFU) / transformers: {peak / fpt / rate['transformers']:.2f}x")
 
 
 if __name__ == "__main__":
