@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
 
 from olmoflow.evals import gen, mc
 from olmoflow.evals.heldout import FORMULA as BPB_FORMULA
@@ -28,6 +27,7 @@ from olmoflow.evals.tasks import TASKS, chance, load_items
 from olmoflow.model import generate
 from olmoflow.model.checkpoint import load_checkpoint
 from olmoflow.stages.context import InputArtifact, StageContext
+from olmoflow.train.world import World
 
 KIND = "report"
 INPUTS = ("dataset", "checkpoint")
@@ -69,8 +69,7 @@ def run(ctx: StageContext) -> dict[str, float]:
     data, checkpoint = ctx.input("dataset").path, ctx.input("checkpoint")
     model, tokenizer = load_checkpoint(checkpoint.path)
     model.eval()
-    if torch.cuda.is_available():
-        model.cuda()
+    model.to(World().device)  # the pod's first GPU when it has one; OLMOFLOW_DEVICE=cpu keeps the CPU
     seq_len = min(cfg.seq_len, model.cfg.max_seq_len)
     overlap = min(cfg.bpb_overlap, seq_len - 1)
     start_id = tokenizer.token_to_id("<|endoftext|>")
