@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-
 from olmoflow.evals import gen, mc
 from olmoflow.evals.heldout import FORMULA as BPB_FORMULA
 from olmoflow.evals.heldout import DomainScore, pooled, read_docs, score_domain
