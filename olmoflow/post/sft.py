@@ -18,11 +18,11 @@ def sft_backward(model: nn.Module, batch: list[Encoded], micro_batch: int, pad_i
     """Accumulate the gradient of `batch`'s share of the step's mean assistant-token loss (`n_tokens`: the step's
     assistant tokens on all ranks); returns that share, detached (summed over ranks: the step's loss)."""
     chunks = micro_batches(batch, micro_batch)
-    total = torch.zeros(())
+    losses = []
     for k, mb in enumerate(chunks):
         sync_grads(model, k == len(chunks) - 1)  # FSDP: reduce-scatter once, after the last micro-batch
         logp, _ = masked_sums(model, *pad_batch([e.ids for e in mb], [e.mask for e in mb], pad_id))
         loss = -logp.sum() / n_tokens
         loss.backward()
-        total = total.to(loss.device) + loss.detach()
-    return total
+        losses.append(loss.detach())
+    return torch.stack(losses).sum()

@@ -9,6 +9,11 @@ refills them with fresh prompts (active sampling, olmoflow/post/rollout.py), the
 importance-corrected, token-level policy-gradient step of olmoflow/post/grpo.py. LR is constant, as in Olmo 3's RL.
 Here sampling and learning alternate on one model; Olmo 3 overlaps them (continuous batching, in-flight updates).
 
+One process on the pod's first GPU (OLMOFLOW_DEVICE=cpu keeps the CPU), under bf16 autocast. It holds the policy,
+its gradients and AdamW's moments in float32, 16 bytes per parameter: 112 GB at 7B, which leaves an H200 room for
+a batch of rollouts only with activation checkpointing (on in the 7B preset); a 32B policy needs sharded RL with a
+separate rollout engine, as Olmo 3's, not built yet.
+
 Held-out prompts (a content-hash split) are solved greedily before and after: `val_accuracy`.
 """
 
@@ -23,15 +28,15 @@ from olmoflow.model import generate
 from olmoflow.model.checkpoint import load_checkpoint, save_checkpoint
 from olmoflow.post.chat import ChatTemplate
 from olmoflow.post.data import read_jsonl, split_heldout, stream_indices
-from olmoflow.post.device import place
 from olmoflow.post.grpo import policy_update, to_samples
 from olmoflow.post.report import plot_curves, write_metrics
 from olmoflow.post.rollout import Group, active_sample, sample_groups
 from olmoflow.post.state import load_state, save_state
 from olmoflow.post.verifiers import get_verifier
 from olmoflow.stages.context import StageContext
+from olmoflow.train import parallel
 from olmoflow.train.optim import build_optimizer
-from olmoflow.train.world import autocast
+from olmoflow.train.world import World, autocast
 
 KIND = "checkpoint"
 INPUTS = ("dataset", "checkpoint")
@@ -73,7 +78,9 @@ def run(ctx: StageContext) -> dict[str, float]:
     cfg = ctx.cfg.rlvr
     ckpt = ctx.input("checkpoint").path
     model, tokenizer = load_checkpoint(ckpt)
-    device = place(model, cfg.activation_checkpointing)
+    world = World()  # one process: RL is not sharded (runner refuses torchrun for it)
+    model = parallel.parallelize(model, world, cfg.activation_checkpointing)
+    device = world.device
     model.train()
     template = ChatTemplate(tokenizer)
     reward = make_reward(tokenizer)

@@ -173,19 +173,14 @@ def test_cuda_post_training_runs_on_the_gpu_like_on_the_cpu(payloads, tmp_path: 
 
     data, base = payloads
     cfg = smoke("sft.steps=7", "rlvr.steps=4")
-    devices: list[str] = []  # where each run put its model: SFT and DPO through parallelize, RLVR through place
-    real_parallelize, real_place = parallel.parallelize, rlvr.place
+    devices: list[str] = []  # where each run put its model
+    real_parallelize = parallel.parallelize
 
     def parallelize(model, world, *args):
         devices.append(world.device.type)
         return real_parallelize(model, world, *args)
 
-    def place(model, *args):
-        devices.append(real_place(model, *args).type)
-        return torch.device(devices[-1])
-
     monkeypatch.setattr(parallel, "parallelize", parallelize)
-    monkeypatch.setattr(rlvr, "place", place)
     got, want = {}, {}
     for stage in (sft, dpo, rlvr):
         name = stage.__name__.rsplit(".", 1)[1]
