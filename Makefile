@@ -7,6 +7,12 @@ BIN     := $(VENV)/bin
 CONFIG  ?= tiny
 ARGS    ?=
 STAMP   := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
+# torch's version, and an index to take it from first: set TORCH_INDEX to PyTorch's CPU-only wheel index (its
+# URL is on PyTorch's install page) and a Linux machine without an NVIDIA driver installs the ~200 MB CPU build
+# instead of PyPI's default build with its CUDA libraries (~3 GB). Empty, or unreachable: PyPI's default.
+TORCH_VERSION ?= 2.13.0
+TORCH_INDEX   ?=
 
 .PHONY: run test test-fast data venv bench compile images chart ui clean help
 
@@ -22,13 +28,18 @@ help:
 
 venv: $(STAMP)
 
-# torch first, pinned to the CPU wheel: resolving it through another package could pull a multi-GB CUDA build.
-$(STAMP): requirements.lock pyproject.toml
+# What running needs, torch first: resolving it through another package could pull a multi-GB CUDA build.
+$(STAMP): requirements.lock pyproject.toml scripts/install_torch.sh
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q torch==2.13.0
+	bash scripts/install_torch.sh $(BIN)/pip $(TORCH_VERSION) "$(TORCH_INDEX)"
 	$(BIN)/pip install -q -r requirements.lock
 	$(BIN)/pip install -q --no-deps -e .
+	touch $@
+
+# What only the tests and benchmarks need: pytest, moto, transformers (the oracle), ruff.
+$(TEST_STAMP): $(STAMP) requirements-test.lock
+	$(BIN)/pip install -q -r requirements-test.lock
 	touch $@
 
 data: $(STAMP)
@@ -37,14 +48,14 @@ data: $(STAMP)
 run: data
 	$(BIN)/olmoflow run --config $(CONFIG) $(ARGS)
 
-test: data
+test: data $(TEST_STAMP)
 	PYTHON=$(BIN)/python bash scripts/install_k8s_tools.sh $(BIN)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q
 
-test-fast: $(STAMP)
+test-fast: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
-bench: data
+bench: data $(TEST_STAMP)
 	$(BIN)/pip install -q --no-deps -r requirements-bench.txt
 	$(BIN)/python bench/train_step.py
 	$(BIN)/python bench/dedup.py

@@ -37,6 +37,10 @@ class SourceConfig(Section):
     holdout: str | None = None
     """A glob of files in the same format whose documents are removed from this source by exact match
     (e.g. MATH-500 out of the MATH problems), counted under the rule 'holdout'."""
+    required: bool = True
+    """False: the source may be absent (its path matching no files, e.g. a registry package that could not be
+    fetched); curate then skips it, says so in its log and report.md, and drops from every mix a domain left with
+    no source, re-normalising the other domains' shares. A required source that is absent fails before compute."""
     filters: FilterKind | None = None
     """Which quality rules judge its documents (olmoflow/data/filters.py): prose (Gopher + C4), code (The Stack /
     StarCoder), none (curated sets such as MATH: dedup and decontamination only); None = code for domain 'code',

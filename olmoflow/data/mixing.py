@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from olmoflow.data.config import MixConfig
+from olmoflow.data.config import MixConfig, SourceConfig
 from olmoflow.data.shards import ShardWriter
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,27 @@ class TokDoc:
     tier: int
     weight: float
     ids: np.ndarray
+
+
+def without_absent(mixes: dict[str, MixConfig], present: list[SourceConfig], absent: list[SourceConfig],
+                   other_domains: set[str]) -> tuple[dict[str, MixConfig], dict[str, list[str]]]:
+    """(mixes, the domains dropped from each): a domain whose configured sources are all absent optional ones
+    (and that no other input such as synthetic data fills) leaves every mix; the others' shares re-normalise,
+    as plan_mix normalises whatever shares it gets. A mix left with no domain is an error naming the sources."""
+    have = {s.domain for s in present} | other_domains
+    gone = {s.domain for s in absent} - have
+    out, dropped = {}, {}
+    for name, mix in mixes.items():
+        lost = sorted(set(mix.domains) & gone)
+        if len(lost) == len(mix.domains):
+            raise ValueError(f"curate: mix {name!r}: every domain's sources are absent "
+                             f"({', '.join(s.name for s in absent)}); fetch them (`make data`) or mark another "
+                             "source for these domains")
+        if lost:
+            dropped[name] = lost
+            mix = mix.model_copy(update={"domains": {d: v for d, v in mix.domains.items() if d not in lost}})
+        out[name] = mix
+    return out, dropped
 
 
 def plan_mix(name: str, mix: MixConfig, pool: list[TokDoc], seed: int

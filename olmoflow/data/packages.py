@@ -14,17 +14,15 @@ import zipfile
 from pathlib import Path
 from typing import Callable, Iterator
 
-# pip >= 26 refuses any PyPI sdist that declares a direct-URL dependency (bigbench pins bleurt by URL), even with
-# --no-deps; pip 24.0, itself fetched from PyPI, still downloads such an sdist.
-LEGACY_PIP = "pip==24.0"
-
-
 class PackageError(RuntimeError):
     """A download or extraction failed; the message is one line naming the package."""
 
 
 def _run(cmd: list[str], cwd: Path, what: str) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    try:
+        proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    except FileNotFoundError:
+        raise PackageError(f"{what}: {cmd[0]} is not installed on this machine") from None
     if proc.returncode != 0:
         lines = [ln.strip() for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
         errors = [ln for ln in lines if ln.startswith(("ERROR", "E:"))] or lines or ["(no output)"]
@@ -32,15 +30,10 @@ def _run(cmd: list[str], cwd: Path, what: str) -> subprocess.CompletedProcess:
     return proc
 
 
-def pip_download(spec: str, dest: Path, sdist: bool = False, legacy_pip: bool = False) -> Path:
+def pip_download(spec: str, dest: Path, sdist: bool = False) -> Path:
     """`pip download --no-deps spec` into dest; returns the downloaded file. sdist=True refuses wheels."""
     dest.mkdir(parents=True, exist_ok=True)
     pip = [sys.executable, "-m", "pip"]
-    if legacy_pip:
-        boot = dest / "_pip"
-        _run(pip + ["download", "--no-deps", "--quiet", LEGACY_PIP, "-d", str(boot)], dest, f"pip ({LEGACY_PIP})")
-        wheel = next(boot.glob("pip-*.whl"))
-        pip = [sys.executable, str(wheel / "pip")]  # a pip wheel runs straight from the zip
     name = spec.split("==")[0]
     cmd = pip + ["download", "--no-deps", "--quiet", "--disable-pip-version-check", spec, "-d", str(dest)]
     if sdist:
@@ -62,7 +55,7 @@ def apt_download(package: str, dest: Path) -> Path:
     except PackageError as e:
         if "Unable to locate" not in str(e) and "No packages found" not in str(e) and "Can't select" not in str(e):
             raise
-        _run(["apt-get", "update", "-q"], dest, "apt-get update")
+        _run(["apt-get", "update", "-q"], dest, f"Debian package {package} (apt-get update)")
         _run(cmd, dest, f"Debian package {package}")
     debs = sorted(dest.glob(f"{package}_*.deb"))
     if not debs:

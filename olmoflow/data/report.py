@@ -199,8 +199,9 @@ def markdown(stats: dict[str, Any]) -> str:
     tok = stats["tokenizer"]
     lines = ["# Curate report", "",
              f"{_n(read)} documents read from {len(src)} sources, {_n(kept)} kept "
-             f"({_pct(kept / read if read else None)}); {_n(stats['train_tokens'])} pretraining tokens.", "",
-             "## Removals: documents per source and rule", "",
+             f"({_pct(kept / read if read else None)}); {_n(stats['train_tokens'])} pretraining tokens.", ""]
+    lines += _absent_lines(stats)
+    lines += ["## Removals: documents per source and rule", "",
              "Each removed document is counted under the first rule it failed, in column order.", ""]
     lines += _removal_table(stats, "docs") + ["", "## Removals: tokens per source and rule", ""]
     if any("dropped_tokens" not in s for s in src.values()):
@@ -218,6 +219,22 @@ def markdown(stats: dict[str, Any]) -> str:
     trained = f"trained on {_n(tok['trained_on_chars'])} characters" if not tok.get("path") else f"from {tok['path']}"
     lines += ["## Tokenizer", "", f"Byte-level BPE, vocabulary {_n(tok['vocab_size'])}, {trained}.", ""]
     return "\n".join(lines)
+
+
+def _absent_lines(stats: dict[str, Any]) -> list[str]:
+    """The optional sources that were not there, and the domains each mix lost with them."""
+    absent = stats.get("absent") or {}
+    if not absent.get("sources"):
+        return []
+    lines = ["## Absent optional sources", "",
+             "These sources are optional (`required: false`) and matched no files, so this dataset was made without "
+             "them.", ""]
+    lines += _table(["source", "path", "domain"], [[n, f"`{v['path']}`", v["domain"]]
+                                                    for n, v in absent["sources"].items()]) + [""]
+    for mix, doms in absent.get("mix_domains", {}).items():
+        lines.append(f"- mix `{mix}`: no source left for {', '.join(doms)}; the other domains' target shares are "
+                     "re-normalised to sum to 1.")
+    return lines + [""]
 
 
 def render_text(stats: dict[str, Any]) -> str:
@@ -241,6 +258,9 @@ def render_text(stats: dict[str, Any]) -> str:
             short = f" (short {r['short_by']:,})" if r["short_by"] else ""
             parts.append(f"{dom} {r['target_share']:.2f}->{r['share']:.2f}{short}")
         lines.append(f"mix {mix} {sum(d['tokens'] for d in domains.values()):,} tokens: " + ", ".join(parts))
+    absent = (stats.get("absent") or {}).get("sources")
+    if absent:
+        lines.append(f"absent optional sources: {', '.join(absent)}")
     d = stats.get("decontam")
     if d and d["enabled"]:
         lines.append("decontam: " + ", ".join(f"{t} {d['hits'][t]} docs ({d['items_hit'][t]}/{d['items'][t]} items)"

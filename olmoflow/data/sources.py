@@ -1,7 +1,8 @@
 """Reading sources: a source is a glob of files, in a local folder or under an s3:// prefix, and a format that
 turns each file into documents.
 
-`check_sources` (preflight runs it too) proves every configured file is there before any compute. Reading is
+`check_sources` (preflight runs it too) proves every configured file is there before any compute (an optional
+source, `required: false`, may be absent: it is set aside, not an error). Reading is
 three steps, so that curate can run the middle one on many files at once: `plan_files` lists a source's files
 (for one-document-per-file formats already cut to max_docs), `read_file` turns one file into raw documents (bytes
 for plain files, str for parsed formats), and `choose` keeps max_docs of a source's documents by hash.
@@ -152,11 +153,27 @@ def holdout_files(src: SourceConfig, root: str | os.PathLike[str]) -> list[Sourc
     return files
 
 
-def check_sources(cfg: CurateConfig) -> None:
-    """Every source, post-training and eval file the config needs exists; one clear error otherwise."""
+def split_sources(cfg: CurateConfig) -> tuple[list[SourceConfig], list[SourceConfig]]:
+    """(sources to read, optional sources that are absent); a required source that is absent raises."""
     root = sources_root(cfg)
+    if not is_remote(root) and not Path(root).is_dir():
+        raise ValueError(f"curate: sources_dir {os.fspath(root)!r} is not a folder (run `make data`, or set "
+                         "curate.sources_dir)")
+    present, absent = [], []
     for src in cfg.sources:
-        plan_files(src, root)
+        if src.required or find(root, src.path, f"source {src.name!r}"):
+            plan_files(src, root)
+            present.append(src)
+        else:
+            absent.append(src)
+    return present, absent
+
+
+def check_sources(cfg: CurateConfig) -> tuple[list[SourceConfig], list[SourceConfig]]:
+    """Every required source, post-training and eval file the config needs exists (one clear error otherwise);
+    returns split_sources' (sources to read, absent optional sources)."""
+    root = sources_root(cfg)
+    split = split_sources(cfg)
     needs = {"post.sharegpt": (cfg.post.sharegpt, cfg.post.sft_conversations),
              "post.hhh": (cfg.post.hhh, 1 if cfg.post.dpo_hhh is None else cfg.post.dpo_hhh),
              "eval.arc_easy": (cfg.eval.arc_easy, 1)}
@@ -167,6 +184,7 @@ def check_sources(cfg: CurateConfig) -> None:
     tok = cfg.tokenizer.path
     if tok is not None and not find(root, tok, "tokenizer.path"):
         raise ValueError(f"curate: tokenizer.path {tok!r} is not a file under {root}")
+    return split
 
 
 def local_files(root: str | os.PathLike[str], pattern: str, what: str, tmp: Path) -> list[Path]:

