@@ -1,1 +1,1 @@
-"""KFP components: one per stage, each a thin wrapper over olmoflow.stages.task.run_task."""
+"""KFP components: one per stage, each a thin wrapper over olmoflow.flow.task.run_task."""

@@ -1,9 +1,9 @@
-"""One KFP component per stage. Each is a thin wrapper: the library (olmoflow.stages.task) does the work, the
+"""One KFP component per stage. Each is a thin wrapper: the library (olmoflow.flow.task) does the work, the
 component only declares the task's inputs and outputs so the KFP UI shows the flow's shape and data lineage.
 
 Every component takes the run's parameters (config, overrides, start/stop/init, flow_run) and the stage's pool
 (nodes, gpus_per_node, node_selector, tolerations, image): a task on one node ignores the pool, as its pod already
-has it; a task given more nodes launches a job with it (olmoflow.stages.task.run_on_nodes).
+has it; a task given more nodes launches a job with it (olmoflow.flow.task.run_on_nodes).
 
 KFP reads the annotations at import time (so no `from __future__ import annotations`) and turns each function's
 source into a task program, so imports live inside the bodies, and the bodies cannot share a helper: they stay one
@@ -32,7 +32,7 @@ def _component(image: str):
 def curate(config: str, overrides: List[str], start: str, stop: str, init: str, flow_run: str, job_id: str,
            nodes: int, gpus_per_node: int, node_selector: dict, tolerations: list, image: str,
            dataset: Output[Dataset], metrics: Output[Metrics]):
-    from olmoflow.stages.task import run_task
+    from olmoflow.flow.task import run_task
     run_task("curate", config, overrides, start, stop, init, flow_run, job_id,
              {}, dataset, metrics,
              pool=dict(nodes=nodes, gpus_per_node=gpus_per_node, node_selector=node_selector,
@@ -43,7 +43,7 @@ def curate(config: str, overrides: List[str], start: str, stop: str, init: str, 
 def pretrain(config: str, overrides: List[str], start: str, stop: str, init: str, flow_run: str, job_id: str,
              nodes: int, gpus_per_node: int, node_selector: dict, tolerations: list, image: str,
              dataset: Input[Dataset], checkpoint: Output[Model], metrics: Output[Metrics]):
-    from olmoflow.stages.task import run_task
+    from olmoflow.flow.task import run_task
     run_task("pretrain", config, overrides, start, stop, init, flow_run, job_id,
              {"dataset": dataset}, checkpoint, metrics,
              pool=dict(nodes=nodes, gpus_per_node=gpus_per_node, node_selector=node_selector,
@@ -54,7 +54,7 @@ def pretrain(config: str, overrides: List[str], start: str, stop: str, init: str
 def midtrain(config: str, overrides: List[str], start: str, stop: str, init: str, flow_run: str, job_id: str,
              nodes: int, gpus_per_node: int, node_selector: dict, tolerations: list, image: str,
              dataset: Input[Dataset], model: Input[Model], checkpoint: Output[Model], metrics: Output[Metrics]):
-    from olmoflow.stages.task import run_task
+    from olmoflow.flow.task import run_task
     run_task("midtrain", config, overrides, start, stop, init, flow_run, job_id,
              {"dataset": dataset, "checkpoint": model}, checkpoint, metrics,
              pool=dict(nodes=nodes, gpus_per_node=gpus_per_node, node_selector=node_selector,
@@ -65,7 +65,7 @@ def midtrain(config: str, overrides: List[str], start: str, stop: str, init: str
 def long_context(config: str, overrides: List[str], start: str, stop: str, init: str, flow_run: str, job_id: str,
                  nodes: int, gpus_per_node: int, node_selector: dict, tolerations: list, image: str,
                  dataset: Input[Dataset], model: Input[Model], checkpoint: Output[Model], metrics: Output[Metrics]):
-    from olmoflow.stages.task import run_task
+    from olmoflow.flow.task import run_task
     run_task("long-context", config, overrides, start, stop, init, flow_run, job_id,
              {"dataset": dataset, "checkpoint": model}, checkpoint, metrics,
              pool=dict(nodes=nodes, gpus_per_node=gpus_per_node, node_selector=node_selector,
@@ -76,7 +76,7 @@ def long_context(config: str, overrides: List[str], start: str, stop: str, init:
 def sft(config: str, overrides: List[str], start: str, stop: str, init: str, flow_run: str, job_id: str,
         nodes: int, gpus_per_node: int, node_selector: dict, tolerations: list, image: str,
         dataset: Input[Dataset], model: Input[Model], checkpoint: Output[Model], metrics: Output[Metrics]):
-    from olmoflow.stages.task import run_task
+    from olmoflow.flow.task import run_task
     run_task("sft", config, overrides, start, stop, init, flow_run, job_id,
              {"dataset": dataset, "checkpoint": model}, checkpoint, metrics,
              pool=dict(nodes=nodes, gpus_per_node=gpus_per_node, node_selector=node_selector,
@@ -87,7 +87,7 @@ def sft(config: str, overrides: List[str], start: str, stop: str, init: str, flo
 def dpo(config: str, overrides: List[str], start: str, stop: str, init: str, flow_run: str, job_id: str,
         nodes: int, gpus_per_node: int, node_selector: dict, tolerations: list, image: str,
         dataset: Input[Dataset], model: Input[Model], checkpoint: Output[Model], metrics: Output[Metrics]):
-    from olmoflow.stages.task import run_task
+    from olmoflow.flow.task import run_task
     run_task("dpo", config, overrides, start, stop, init, flow_run, job_id,
              {"dataset": dataset, "checkpoint": model}, checkpoint, metrics,
              pool=dict(nodes=nodes, gpus_per_node=gpus_per_node, node_selector=node_selector,
@@ -98,7 +98,7 @@ def dpo(config: str, overrides: List[str], start: str, stop: str, init: str, flo
 def rlvr(config: str, overrides: List[str], start: str, stop: str, init: str, flow_run: str, job_id: str,
          nodes: int, gpus_per_node: int, node_selector: dict, tolerations: list, image: str,
          dataset: Input[Dataset], model: Input[Model], checkpoint: Output[Model], metrics: Output[Metrics]):
-    from olmoflow.stages.task import run_task
+    from olmoflow.flow.task import run_task
     run_task("rlvr", config, overrides, start, stop, init, flow_run, job_id,
              {"dataset": dataset, "checkpoint": model}, checkpoint, metrics,
              pool=dict(nodes=nodes, gpus_per_node=gpus_per_node, node_selector=node_selector,
@@ -109,7 +109,7 @@ def rlvr(config: str, overrides: List[str], start: str, stop: str, init: str, fl
 def evaluate(config: str, overrides: List[str], start: str, stop: str, init: str, flow_run: str, job_id: str,
              nodes: int, gpus_per_node: int, node_selector: dict, tolerations: list, image: str,
              dataset: Input[Dataset], model: Input[Model], report: Output[Markdown], metrics: Output[Metrics]):
-    from olmoflow.stages.task import run_task
+    from olmoflow.flow.task import run_task
     run_task("eval", config, overrides, start, stop, init, flow_run, job_id,
              {"dataset": dataset, "checkpoint": model}, report, metrics,
              pool=dict(nodes=nodes, gpus_per_node=gpus_per_node, node_selector=node_selector,

@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--k8s-dir", default=str(REPO_ROOT / "pipelines" / "k8s"),
                       help="where the Kubernetes-native Pipeline/PipelineVersion manifests go")
     comp.add_argument("--settings", default="", metavar="YAML",
-                      help="pipeline pod settings (olmoflow/pipeline_settings.py PipelineSettings keys)")
+                      help="pipeline pod settings (olmoflow/cluster/settings.py PipelineSettings keys)")
     comp.add_argument("--cluster-config", default="", metavar="JSON",
                       help="the chart's cluster.json: take the GPU pool and S3 Secret from it")
 
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from olmoflow.artifacts import ArtifactError
     from olmoflow.storage import StorageError
-    from olmoflow.stages.runner import StageError
+    from olmoflow.flow.runner import StageError
     try:
         return COMMANDS[args.command](args)
     except ConfigError as e:
@@ -111,14 +111,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_run(args) -> int:
-    from olmoflow.local import run_flow
+    from olmoflow.flow.local import run_flow
     cfg = load_config(args.config, args.overrides)
     return run_flow(cfg, args.start, args.stop, args.init, verbose=args.verbose, config_name=args.config)
 
 
 def cmd_stage(args) -> int:
-    from olmoflow.stages.runner import run_stage
-    from olmoflow.stages.task import setup_logging
+    from olmoflow.flow.runner import run_stage
+    from olmoflow.flow.task import setup_logging
     from olmoflow.config import stage_index
     stage_index(args.stage, "STAGE")
     cfg = load_config(args.config, args.overrides)
@@ -139,8 +139,8 @@ def cmd_stage(args) -> int:
 
 
 def cmd_compile(args) -> int:
-    from olmoflow.pipeline_compile import compile_all
-    from olmoflow.pipeline_settings import load_settings
+    from olmoflow.flow.pipeline import compile_all
+    from olmoflow.cluster.settings import load_settings
     try:
         settings = load_settings(args.settings or None, args.cluster_config or None)
     except ValueError as e:
@@ -152,8 +152,8 @@ def cmd_compile(args) -> int:
 
 def cmd_submit(args) -> int:
     from olmoflow.cluster.register import kfp_client
-    from olmoflow.submit import run_name, run_params, submit
-    from olmoflow.submit import pool_params
+    from olmoflow.flow.submit import run_name, run_params, submit
+    from olmoflow.flow.submit import pool_params
     params = {**run_params(args.config, args.overrides, args.start, args.stop, args.init),
               **pool_params(args.nodes, args.gpus_per_node, args.image_tag)}
     uploaded, run_id = submit(kfp_client(args.host, args.namespace), Path(args.package), args.pipeline, params,
@@ -165,7 +165,7 @@ def cmd_submit(args) -> int:
 
 def cmd_status(args) -> int:
     from olmoflow.cluster.register import kfp_client
-    from olmoflow.submit import describe
+    from olmoflow.flow.submit import describe
     print("\n".join(describe(kfp_client(args.host, args.namespace).get_run(args.run_id))))
     return 0
 

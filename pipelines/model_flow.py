@@ -9,7 +9,7 @@ stage, an init artifact, the image tag, GPUs per node, the GPU pool's node selec
 nodes per stage. A stage with `nodes_{stage} == 1` runs in its task pod, which holds the GPUs; with more, the
 `else` branch's pod (no GPU) launches a TrainJob/PyTorchJob/RayJob and waits: `dsl.If`/`dsl.Else` with
 `dsl.OneOf` joining the two branches' outputs, so downstream stages read whichever ran. Pod settings come from one
-PipelineSettings (olmoflow.pipeline_settings), which also gives the parameters their defaults.
+PipelineSettings (olmoflow.cluster.settings), which also gives the parameters their defaults.
 """
 
 from typing import List
@@ -17,7 +17,7 @@ from typing import List
 from kfp import dsl
 
 from components import stages as c
-from olmoflow.pipeline_settings import PipelineSettings, apply_settings
+from olmoflow.cluster.settings import PipelineSettings, apply_settings
 
 PIPELINE_NAME = "olmo3-model-flow"
 DESCRIPTION = "Olmo 3 model flow: curate, pretrain, midtrain, long-context, SFT, DPO, RLVR, eval — with resumable " \
@@ -25,7 +25,7 @@ DESCRIPTION = "Olmo 3 model flow: curate, pretrain, midtrain, long-context, SFT,
 
 
 def build(settings: PipelineSettings):
-    """The pipeline with `settings` as its pod settings and parameter defaults (see olmoflow.pipeline_settings)."""
+    """The pipeline with `settings` as its pod settings and parameter defaults (see olmoflow.cluster.settings)."""
     s = settings
 
     @dsl.pipeline(name=PIPELINE_NAME, description=DESCRIPTION)

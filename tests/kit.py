@@ -1,5 +1,6 @@
-"""Scaffolding shared across test folders: the tiny Olmo3 most tests train or score, a metrics sink that kills a
-run at a given step (for resume tests), and a free local port for servers the tests start.
+"""Scaffolding shared across test folders: the tiny Olmo3 most tests train or score, a stage context over plain
+folders (to run a stage's `run` without the runner), the full weights of a DCP in-stage checkpoint, a metrics sink
+that kills a run at a given step (for resume tests), and a free local port for servers the tests start.
 
 torch is imported inside tiny_olmo: the chart and cluster tests import this module for free_port alone, and
 collecting them should not pay for importing torch.
@@ -7,12 +8,20 @@ collecting them should not pay for importing torch.
 
 from __future__ import annotations
 
+import logging
 import socket
+import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from olmoflow.contract.context import InputArtifact, StageContext
+from olmoflow.contract.workdir import WorkDir
 from olmoflow.model import ModelConfig
 
 if TYPE_CHECKING:
+    import torch
+
+    from olmoflow.config import FlowConfig
     from olmoflow.model import Olmo3
 
 TINY_MODEL = {"d_model": 32, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "head_dim": 8, "mlp_hidden": 64,
@@ -31,6 +40,40 @@ def tiny_olmo(vocab_size: int, seed: int = 0, **overrides) -> Olmo3:
 
     torch.manual_seed(seed)
     return Olmo3(tiny_model_config(vocab_size, **overrides))
+
+
+def make_test_context(stage: str, cfg: FlowConfig, root: Path,
+                      inputs: dict[str, InputArtifact] | None = None) -> StageContext:
+    """A context over plain folders, for tests that run a stage's `run` without the runner."""
+    out = root / f"{stage}-out"
+    out.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO)
+    return StageContext(stage=stage, cfg=cfg, inputs=inputs or {}, out=out, work=WorkDir(root / f"{stage}.work"))
+
+
+def input_from_dir(path: Path, kind: str) -> InputArtifact:
+    """Wrap a plain payload folder as an input artifact."""
+    return InputArtifact(uri=str(path), kind=kind, fingerprint="test", manifest={}, path=Path(path))
+
+
+def read_model_weights(folder: Path) -> dict[str, torch.Tensor]:
+    """The full model weights of the DCP in-stage checkpoint in `folder`, without building a model."""
+    import warnings
+
+    import torch
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.metadata import TensorStorageMetadata
+
+    from olmoflow.train import dist_checkpoint
+
+    reader = dcp.FileSystemReader(str(Path(folder) / dist_checkpoint.FOLDER))
+    stored = reader.read_metadata().state_dict_metadata
+    weights = {k: torch.empty(m.size, dtype=m.properties.dtype) for k, m in stored.items()
+               if k.startswith("model.") and isinstance(m, TensorStorageMetadata)}
+    with warnings.catch_warnings():  # DCP's note that no_dist assumes one process
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
+        dcp.load(weights, storage_reader=reader, no_dist=True)
+    return {k.removeprefix("model."): v for k, v in weights.items()}
 
 
 class Stop(Exception):

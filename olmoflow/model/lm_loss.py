@@ -5,7 +5,7 @@ log-softmax, then a gradient as large again for each (64 MB apiece at 2048 token
 passes over memory that cost as much as the head's matmuls. Here each chunk of rows gets its logits, its loss and
 at once its gradient, softmax * (1 + 2 z lse) - onehot, which goes straight into d(hidden) and d(weight) before the
 next chunk reuses the buffer; backward only scales the two by the incoming gradient. The math is that of
-`lm_head(hidden).float()` followed by `olmoflow.train.losses.token_losses` (tested to fp32 rounding).
+`lm_head(hidden).float()` followed by `token_losses` of tests/train/lossref.py (tested to fp32 rounding).
 
 The gradient is taken of ce + z_loss * z, so the z-loss coefficient is an input and that total is the one
 differentiable output; the two sums come back detached, for logging.

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from olmoflow.stages.context import StageContext
+from olmoflow.contract.context import StageContext
 from olmoflow.train import dist_checkpoint
 from olmoflow.train.resume import Resumer
 from olmoflow.train.world import World

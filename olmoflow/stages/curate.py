@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 from tokenizers import Tokenizer
 
+from olmoflow.contract.context import StageContext
 from olmoflow.data import synthetic
 from olmoflow.data.clean import Doc, drop_near_duplicates, read_sources
 from olmoflow.data.config import CurateConfig
@@ -45,7 +46,6 @@ from olmoflow.data.post import (dpo_from_hhh, dpo_from_items, rl_from_items, sft
 from olmoflow.data.report import flat_metrics, length_histogram, render_text, write_report
 from olmoflow.data.sources import check_sources, local_files, sources_root
 from olmoflow.data.tokenizer import EOS, encode_docs, load_tokenizer, train_bpe
-from olmoflow.stages.context import StageContext
 
 KIND = "dataset"
 INPUTS: tuple[str, ...] = ()

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from olmoflow.contract.context import InputArtifact, StageContext
 from olmoflow.evals import gen, mc
 from olmoflow.evals.heldout import FORMULA as BPB_FORMULA
 from olmoflow.evals.heldout import DomainScore, pooled, read_docs, score_domain
@@ -25,7 +26,6 @@ from olmoflow.evals.report import plot_bpb, plot_tasks, write_markdown, write_re
 from olmoflow.evals.tasks import TASKS, chance, load_items
 from olmoflow.model import generate
 from olmoflow.model.checkpoint import load_checkpoint
-from olmoflow.stages.context import InputArtifact, StageContext
 from olmoflow.train.world import World
 
 KIND = "report"

@@ -16,9 +16,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from olmoflow.contract.context import StageContext
 from olmoflow.model import ModelConfig, Olmo3
 from olmoflow.model.checkpoint import load_checkpoint, save_checkpoint
-from olmoflow.stages.context import StageContext
 from olmoflow.train.dataset import check_same_tokenizer, domain_docs, heldout_docs, long_heldout, special_ids
 from olmoflow.train.evaluate import bucket_means, position_losses, val_losses
 from olmoflow.train.loader import TokenLoader

@@ -12,8 +12,8 @@ where it stopped.
 
 from __future__ import annotations
 
+from olmoflow.contract.context import StageContext
 from olmoflow.model.checkpoint import load_checkpoint, save_checkpoint
-from olmoflow.stages.context import StageContext
 from olmoflow.train.averaging import WeightSum
 from olmoflow.train.dataset import check_same_tokenizer, domain_docs, heldout_docs, open_tokenizer, special_ids
 from olmoflow.train.evaluate import val_losses

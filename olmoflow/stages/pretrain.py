@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import torch
 
+from olmoflow.contract.context import StageContext
 from olmoflow.model import ModelConfig, Olmo3
 from olmoflow.model.checkpoint import load_checkpoint, save_checkpoint
-from olmoflow.stages.context import StageContext
 from olmoflow.train.dataset import check_vocab, domain_docs, heldout_docs, open_tokenizer, special_ids
 from olmoflow.train.evaluate import val_losses
 from olmoflow.train.loader import TokenLoader

@@ -24,6 +24,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from olmoflow.contract.context import StageContext
 from olmoflow.model import generate
 from olmoflow.model.checkpoint import load_checkpoint, save_checkpoint
 from olmoflow.post.chat import ChatTemplate
@@ -33,7 +34,6 @@ from olmoflow.post.report import plot_curves, write_metrics
 from olmoflow.post.rollout import Group, active_sample, sample_groups
 from olmoflow.post.state import load_state, save_state
 from olmoflow.post.verifiers import get_verifier
-from olmoflow.stages.context import StageContext
 from olmoflow.train import parallel
 from olmoflow.train.optim import build_optimizer
 from olmoflow.train.world import World, autocast

@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from olmoflow.contract.context import StageContext
 from olmoflow.model.checkpoint import load_checkpoint, save_checkpoint
 from olmoflow.post.chat import ChatTemplate, Encoded, truncate
 from olmoflow.post.data import micro_batches, pad_batch, read_jsonl, split_heldout, stream_indices
@@ -26,7 +27,6 @@ from olmoflow.post.ranks import check_batch, padded_share, share
 from olmoflow.post.report import plot_curves, write_metrics
 from olmoflow.post.sft import sft_backward
 from olmoflow.post.state import resume_sharded
-from olmoflow.stages.context import StageContext
 from olmoflow.train import parallel
 from olmoflow.train.optim import build_optimizer
 from olmoflow.train.schedule import lr_factor

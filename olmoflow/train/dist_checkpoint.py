@@ -18,7 +18,6 @@ import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch import nn
-from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_state_dict,
                                                      set_state_dict)
 
@@ -80,14 +79,3 @@ def full_model_state(model: nn.Module) -> dict[str, torch.Tensor]:
     if _one_process():
         return {k: v.detach().cpu() for k, v in get_model_state_dict(model).items()}
     return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-
-
-def read_model_weights(folder: Path) -> dict[str, torch.Tensor]:
-    """The full model weights of the checkpoint in `folder`, without building a model (inspection, tests)."""
-    reader = dcp.FileSystemReader(str(Path(folder) / FOLDER))
-    stored = reader.read_metadata().state_dict_metadata
-    weights = {k: torch.empty(m.size, dtype=m.properties.dtype) for k, m in stored.items()
-               if k.startswith("model.") and isinstance(m, TensorStorageMetadata)}
-    with _quiet():
-        dcp.load(weights, storage_reader=reader, no_dist=True)
-    return {k.removeprefix("model."): v for k, v in weights.items()}

@@ -21,9 +21,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from olmoflow.contract.context import StageContext
 from olmoflow.model import Olmo3
 from olmoflow.model.flops import flops_per_token
-from olmoflow.stages.context import StageContext
 from olmoflow.train import dist_checkpoint, parallel
 from olmoflow.train.averaging import WeightSum
 from olmoflow.train.config import TrainConfig

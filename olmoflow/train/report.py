@@ -11,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from olmoflow.stages.context import StageContext  # noqa: E402
+from olmoflow.contract.context import StageContext  # noqa: E402
 
 
 def loss_curve(ctx: StageContext, curves: dict[str, list[tuple[int, float]]], val: dict[str, float]) -> Path:

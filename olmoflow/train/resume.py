@@ -25,7 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from olmoflow.stages.context import COMPLETE, StageContext
+from olmoflow.contract.context import StageContext
+from olmoflow.contract.workdir import COMPLETE
 from olmoflow.train import dist_checkpoint
 from olmoflow.train.world import World
 

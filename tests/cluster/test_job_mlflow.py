@@ -11,7 +11,7 @@ import pytest
 
 from olmoflow.cli import main
 from olmoflow.config import load_config
-from olmoflow.stages import runner, task
+from olmoflow.flow import runner, task
 
 FLOW_RUN = "kfp-1234"
 

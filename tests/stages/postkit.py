@@ -15,12 +15,13 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import yaml
 
+from kit import input_from_dir, make_test_context
 from olmoflow.config import FlowConfig, from_dict
+from olmoflow.contract.context import StageContext
 from olmoflow.data.tokenizer import train_bpe
 from olmoflow.model import ModelConfig, Olmo3
 from olmoflow.model.checkpoint import load_checkpoint, save_checkpoint
 from olmoflow.stages import dpo, rlvr, sft
-from olmoflow.stages.context import StageContext, input_from_dir, make_test_context
 
 ROOT = Path(__file__).resolve().parents[2]
 STAGES = {"sft": sft, "dpo": dpo, "rlvr": rlvr}

@@ -10,11 +10,11 @@ import pytest
 import yaml
 from tokenizers import Tokenizer
 
+from kit import make_test_context
 from olmoflow.config import from_dict
 from olmoflow.data.normalize import decode, normalize
 from olmoflow.data.shards import ShardSet
 from olmoflow.stages import curate
-from olmoflow.stages.context import make_test_context
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
 from fake_sources import ARC_QUESTIONS, curate_section, make_sources  # noqa: E402

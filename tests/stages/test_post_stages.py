@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from olmoflow.config import FlowConfig
+from olmoflow.contract.context import StageContext
 from olmoflow.model import Olmo3
 from olmoflow.model.checkpoint import load_checkpoint
 from olmoflow.stages import dpo, rlvr, sft
-from olmoflow.stages.context import StageContext
 from postkit import context, make_payloads, smoke
 
 

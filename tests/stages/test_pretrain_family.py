@@ -15,14 +15,13 @@ import numpy as np
 import pytest
 import torch
 
-from kit import Stop, stop_at
+from kit import Stop, input_from_dir, make_test_context, read_model_weights, stop_at
 from olmoflow.config import from_dict
+from olmoflow.contract.context import StageContext
 from olmoflow.data.shards import ShardWriter
 from olmoflow.data.tokenizer import EOS, encode_docs, train_bpe
 from olmoflow.model.checkpoint import load_checkpoint
 from olmoflow.stages import long_context, midtrain, pretrain
-from olmoflow.stages.context import StageContext, input_from_dir, make_test_context
-from olmoflow.train.dist_checkpoint import read_model_weights
 from olmoflow.train.packing import Docs
 
 VOCAB = 512

@@ -190,7 +190,7 @@ def test_a_one_node_task_runs_a_distributed_stage_with_a_rank_per_gpu(dataset, s
     """What a KFP task on one node with 2 GPUs does (here 2 CPU ranks): torchrun --standalone, rank 0 publishes,
     the task reads the manifest back; run again, the artifact is found and nothing is started."""
     from olmoflow.config import load_config
-    from olmoflow.stages.task import run_on_local_gpus
+    from olmoflow.flow.task import run_on_local_gpus
 
     root, data = dataset
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root}/mlflow.db")
@@ -209,7 +209,7 @@ def test_a_one_node_task_runs_a_distributed_stage_with_a_rank_per_gpu(dataset, s
 
 
 def test_one_node_tasks_take_a_rank_per_visible_gpu_for_distributed_stages_only(monkeypatch):
-    from olmoflow.stages.task import local_ranks, torchrun_argv
+    from olmoflow.flow.task import local_ranks, torchrun_argv
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)

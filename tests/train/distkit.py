@@ -17,8 +17,10 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from kit import make_test_context
+from olmoflow.contract.context import StageContext
+from olmoflow.contract.workdir import WorkDir
 from olmoflow.model import Olmo3
-from olmoflow.stages.context import StageContext, WorkDir, make_test_context
 from olmoflow.train.loader import TokenLoader
 from olmoflow.train.loop import Trainer
 from olmoflow.train.resume import Resumer

@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch
 
 from distkit import run_ranks, train
+from kit import read_model_weights
 from olmoflow.storage import storage_for
-from olmoflow.train.dist_checkpoint import read_model_weights
 from olmoflow.train.world import World
 from test_parallel import WEIGHT_ATOL
 

@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from kit import Stop, stop_at
+from lossref import loss_sums
 from olmoflow.train.evaluate import val_losses
-from olmoflow.train.losses import loss_sums
 from olmoflow.train.packing import IGNORE
 from olmoflow.train.resume import ResumeError, Resumer, rng_state, set_rng_state
 from trainkit import VOCAB, make_trainer, markov_docs, resume_and_fit
@@ -101,7 +101,8 @@ def test_sigkilled_process_resumes_bitwise(tmp_path):
     _, ref = make_trainer(tmp_path / "ref")
     ref.fit()
 
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
+    path = [str(HERE), str(HERE.parent), os.environ.get("PYTHONPATH", "")]  # trainkit, and the kit it imports
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
     child = subprocess.Popen([sys.executable, str(HERE / "killed_run.py"), str(tmp_path / "run"), "6",
                               str(threads)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
     try:

@@ -1,4 +1,4 @@
-"""The model's fused training loss (`Olmo3.forward(..., labels=, z_loss=)`) against `losses.loss_sums` on its
+"""The model's fused training loss (`Olmo3.forward(..., labels=, z_loss=)`) against `lossref.loss_sums` on its
 logits, the formula the trainer's loss has always been, with autograd's gradients as the oracle: packed documents,
 unscored targets and z-loss included."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from kit import tiny_olmo
-from olmoflow.train.losses import loss_sums
+from lossref import loss_sums
 from olmoflow.train.packing import IGNORE
 
 

@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from kit import make_test_context
 from olmoflow.config import from_dict
+from olmoflow.contract.context import StageContext
 from olmoflow.model import Olmo3
-from olmoflow.stages.context import StageContext, make_test_context
 from olmoflow.train.loader import TokenLoader
 from olmoflow.train.loop import Trainer
 from olmoflow.train.packing import Docs

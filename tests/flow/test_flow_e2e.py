@@ -13,7 +13,7 @@ import pytest
 
 from olmoflow import STAGES
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SOURCES = REPO / ".olmoflow" / "sources"
 
 pytestmark = pytest.mark.slow

@@ -1,37 +1,16 @@
-"""What a stage's `run(ctx)` sees: its config, its input artifacts, a folder for its payload, a place for
-in-stage checkpoints, and MLflow logging. The runner (olmoflow.stages.runner) builds it; tests can too."""
+"""In-stage checkpoints of a stage: step folders under `{artifact}.work/`, saved atomically, newest wins on resume."""
 
 from __future__ import annotations
 
 import contextlib
-import logging
-import os
 import shutil
-import sys
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, TypeVar
+from typing import Iterable, Iterator
 
-from olmoflow.config import FlowConfig
 from olmoflow.storage import join, storage_for
 
 COMPLETE = ".complete"
 """The marker a step folder gets last: without it the folder is partial and never read."""
-
-T = TypeVar("T")
-
-
-@dataclass
-class InputArtifact:
-    """A complete, verified artifact from an earlier stage, with its payload in a local folder."""
-
-    uri: str
-    kind: str
-    fingerprint: str
-    manifest: dict[str, Any]
-    path: Path
-    """Local folder holding the payload (the store itself when local; a verified download cache for s3://)."""
 
 
 class WorkDir:
@@ -137,63 +116,3 @@ class WorkDir:
 
 def _name(step: int) -> str:
     return f"step-{step:06d}"
-
-
-@dataclass
-class StageContext:
-    stage: str
-    cfg: FlowConfig
-    inputs: dict[str, InputArtifact]
-    out: Path
-    """Write the payload here; the runner checksums it, uploads it, and writes manifest.json last."""
-    work: WorkDir
-    lead: bool = field(default_factory=lambda: os.environ.get("RANK", "0") == "0")
-    """Rank 0 (always, in one process). Under torchrun only the lead's payload and MLflow logs are kept: other
-    ranks compute alongside it (collectives), their `out` is scratch and their log_metrics / log_artifact only
-    record locally."""
-    log: logging.Logger = field(default_factory=lambda: logging.getLogger("olmoflow"))
-    metrics_sink: Callable[[dict[str, float], int | None], None] | None = None
-    artifact_sink: Callable[[Path, str], None] | None = None
-    history: list[tuple[int | None, dict[str, float]]] = field(default_factory=list)
-
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        """Step metrics: kept for plots and the manifest, and sent to MLflow."""
-        clean = {k: float(v) for k, v in metrics.items()}
-        self.history.append((step, clean))
-        if self.metrics_sink is not None:
-            self.metrics_sink(clean, step)
-
-    def log_artifact(self, path: Path, subdir: str = "plots") -> None:
-        """A file (a plot, a report) to attach to the stage's MLflow run."""
-        if self.artifact_sink is not None:
-            self.artifact_sink(Path(path), subdir)
-
-    def progress(self, items: Iterable[T], total: int | None = None, desc: str = "") -> Iterator[T]:
-        """Iterate with a progress line in the stage log about every 10% (rank 0's; the others keep step)."""
-        total = total if total is not None else (len(items) if hasattr(items, "__len__") else None)
-        start = time.time()
-        every = max(1, (total or 10) // 10)
-        for i, item in enumerate(items, 1):
-            yield item
-            if self.lead and total and (i % every == 0 or i == total):
-                self.log.info("%s %s %d/%d (%.0f%%) %.1fs", self.stage, desc, i, total, 100 * i / total,
-                              time.time() - start)
-
-    def input(self, name: str) -> InputArtifact:
-        if name not in self.inputs:
-            raise KeyError(f"stage {self.stage}: missing input artifact {name!r}")
-        return self.inputs[name]
-
-
-def make_test_context(stage: str, cfg: FlowConfig, root: Path,
-                      inputs: dict[str, InputArtifact] | None = None) -> StageContext:
-    """A context over plain folders, for tests that run a stage's `run` without the runner."""
-    out = root / f"{stage}-out"
-    out.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO)
-    return StageContext(stage=stage, cfg=cfg, inputs=inputs or {}, out=out, work=WorkDir(root / f"{stage}.work"))
-
-
-def input_from_dir(path: Path, kind: str) -> InputArtifact:
-    """Wrap a plain payload folder as an input (tests, and the runner for local stores)."""
-    return InputArtifact(uri=str(path), kind=kind, fingerprint="test", manifest={}, path=Path(path))

@@ -3,17 +3,17 @@
 import yaml
 
 from olmoflow import STAGES
-from olmoflow.local import REPO_ROOT, compile_pipeline
+from olmoflow.flow.pipeline import REPO_ROOT, compile_ir
 
 
 def test_compiled_pipeline_is_current(tmp_path):
-    fresh = compile_pipeline(tmp_path / "model_flow.yaml")
+    fresh = compile_ir(tmp_path / "model_flow.yaml")
     checked_in = REPO_ROOT / "pipelines" / "model_flow.yaml"
     assert checked_in.read_text() == open(fresh).read(), "pipelines/model_flow.yaml is stale: run `olmoflow compile`"
 
 
 def test_dag_has_each_stage_on_one_node_or_as_a_job_in_flow_order(tmp_path):
-    spec = next(yaml.safe_load_all(open(compile_pipeline(tmp_path / "p.yaml"))))  # then the platform spec
+    spec = next(yaml.safe_load_all(open(compile_ir(tmp_path / "p.yaml"))))  # then the platform spec
     dags = {"root": spec["root"]["dag"], **{k: c["dag"] for k, c in spec["components"].items() if "dag" in c}}
     params = spec["root"]["inputDefinitions"]["parameters"]
     assert params["config"]["defaultValue"] == "tiny" and params["stop"]["defaultValue"] == "eval"

@@ -13,15 +13,15 @@ import yaml
 from olmoflow import STAGES, __version__
 from olmoflow.artifacts import ArtifactError, read_manifest
 from olmoflow.cli import main
+from olmoflow.cluster.config import ClusterConfig
 from olmoflow.cluster.register import version_name
 from olmoflow.config import load_config, to_json
-from olmoflow.cluster.config import ClusterConfig
-from olmoflow.pipeline_compile import IR_PATH, K8S_DIR, REPO_ROOT, compile_all, compile_ir
-from olmoflow.pipeline_settings import (CONFIG_MAP_ENV, GPU_STAGES, S3_KEYS, PipelineSettings, from_cluster_config,
+from olmoflow.flow.pipeline import IR_PATH, K8S_DIR, REPO_ROOT, compile_all, compile_ir
+from olmoflow.cluster.settings import (CONFIG_MAP_ENV, GPU_STAGES, S3_KEYS, PipelineSettings, from_cluster_config,
                                         load_settings)
 
 HELM = shutil.which("helm") or shutil.which("helm", path=str(REPO_ROOT / ".venv" / "bin"))
-from olmoflow.stages import runner, task
+from olmoflow.flow import runner, task
 
 
 def leaf_tasks(spec: dict) -> dict[str, dict]:

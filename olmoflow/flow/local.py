@@ -7,28 +7,13 @@ import contextlib
 import io
 import re
 import secrets
-import warnings
 import sys
 import time
-from pathlib import Path
+import warnings
 
 from olmoflow.config import FlowConfig, to_json
-from olmoflow.flow import Plan
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def load_pipeline():
-    """The pipeline function; the repo root holds components/ and pipelines/ next to the package."""
-    if str(REPO_ROOT) not in sys.path:
-        sys.path.insert(0, str(REPO_ROOT))
-    from pipelines.model_flow import model_flow
-    return model_flow
-
-
-def compile_pipeline(output: str | Path) -> str:
-    from olmoflow.pipeline_compile import compile_ir
-    return str(compile_ir(output))
+from olmoflow.flow.pipeline import load_pipeline
+from olmoflow.flow.plan import Plan
 
 
 def _oneof_artifacts() -> None:
@@ -96,8 +81,8 @@ def run_flow(cfg: FlowConfig, start: str = "curate", stop: str = "eval", init: s
              config_name: str = "") -> int:
     from kfp import local
 
-    from olmoflow.preflight import preflight
-    from olmoflow.stages.task import setup_logging
+    from olmoflow.flow.preflight import preflight
+    from olmoflow.flow.task import setup_logging
     from olmoflow.tracking import Tracker
 
     plan = Plan(start, stop, init)

@@ -14,7 +14,7 @@ from olmoflow import __version__
 from olmoflow.cli import main
 from olmoflow.cluster.register import version_name
 from olmoflow.config import load_config, to_json
-from olmoflow.pipeline_compile import IR_PATH
+from olmoflow.flow.pipeline import IR_PATH
 
 pytestmark = pytest.mark.filterwarnings("ignore:This client only works:FutureWarning")
 

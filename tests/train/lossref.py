@@ -1,9 +1,9 @@
-"""The language-model loss: cross-entropy plus Olmo 3's z-loss, both as sums over scored targets so that
-micro-batches and ranks add up to an exact token mean over the global batch.
+"""The oracle of the fused training loss: cross-entropy plus Olmo 3's z-loss from materialized logits, both as sums
+over scored targets so that micro-batches and ranks add up to an exact token mean over the global batch.
 
-These take logits (evaluation, per-position losses). A training step gets the same sums without materializing
-the logits from `model(ids, doc_ids, labels=labels, z_loss=z)` -> (ce + z·z_loss, ce, z), the LM head fused with
-the loss (olmoflow/model/lm_loss.py; tests/train/test_losses.py holds the two equal)."""
+A training step gets the same sums without materializing the logits, from `model(ids, doc_ids, labels=labels,
+z_loss=z)` -> (ce + z·z_loss, ce, z), the LM head fused with the loss (olmoflow/model/lm_loss.py);
+test_train_losses.py holds the two equal, test_loop.py holds this one to torch's cross-entropy."""
 
 from __future__ import annotations
 

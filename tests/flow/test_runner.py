@@ -6,8 +6,8 @@ import pytest
 
 from olmoflow.artifacts import ArtifactError, open_artifact
 from olmoflow.config import load_config
-from olmoflow.stages import runner
-from olmoflow.stages.runner import StageError, run_stage
+from olmoflow.flow import runner
+from olmoflow.flow.runner import StageError, run_stage
 
 CALLS = []
 

@@ -18,7 +18,7 @@ from typing import Any
 from olmoflow import __version__
 from olmoflow.cluster.register import register, version_name
 from olmoflow.config import ConfigError, load_config, to_json
-from olmoflow.flow import Plan
+from olmoflow.flow.plan import Plan
 
 EXPERIMENT = "olmoflow"
 

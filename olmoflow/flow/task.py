@@ -19,8 +19,8 @@ from collections.abc import Callable
 from typing import Any
 
 from olmoflow.config import FlowConfig, load_config, to_json
-from olmoflow.flow import Plan
-from olmoflow.stages.runner import StageResult, record_skipped, run_stage
+from olmoflow.flow.plan import Plan
+from olmoflow.flow.runner import StageResult, record_skipped, run_stage
 
 log = logging.getLogger("olmoflow")
 
@@ -102,7 +102,7 @@ def local_ranks(stage: str, gpus_per_node: int) -> int:
     trains on every rank, else 1 (and 1 without CUDA, as under kfp.local on a laptop)."""
     import torch
 
-    from olmoflow.stages.runner import stage_module
+    from olmoflow.flow.runner import stage_module
     if gpus_per_node <= 1 or not getattr(stage_module(stage), "DISTRIBUTED", False) or not torch.cuda.is_available():
         return 1
     return min(gpus_per_node, torch.cuda.device_count())
@@ -153,7 +153,7 @@ def _run_elsewhere(stage: str, cfg: FlowConfig, inputs: dict[str, str], flow_run
     """`start(command, fingerprint, uri)` runs `olmoflow stage ...` in other processes unless the artifact exists;
     then the manifest gives the result, and MLflow gets the stage's run (the job's own, nested, or a record)."""
     from olmoflow.artifacts import ArtifactStore, read_manifest
-    from olmoflow.stages.runner import address
+    from olmoflow.flow.runner import address
 
     started = time.time()
     store = ArtifactStore(cfg.flow.store, cfg.flow.name)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from olmoflow.artifacts import ArtifactError, ArtifactStore, fingerprint, read_manifest
 from olmoflow.config import FlowConfig
-from olmoflow.flow import Plan
+from olmoflow.flow.plan import Plan
 from olmoflow.storage import storage_for
 
 
@@ -20,7 +20,7 @@ def preflight(cfg: FlowConfig, plan: Plan) -> None:
     curate_uri = store.uri("curate", fingerprint("curate", cfg.stage_config("curate"), {}))
     if plan.runs("curate") and not store.is_complete(curate_uri):
         from olmoflow.data.sources import check_sources
-        from olmoflow.stages.runner import StageError
+        from olmoflow.flow.runner import StageError
         try:
             check_sources(cfg.curate)
         except ValueError as e:

@@ -20,7 +20,8 @@ from typing import Any
 from olmoflow import STAGES
 from olmoflow.artifacts import Artifact, ArtifactStore, fingerprint, read_manifest
 from olmoflow.config import FlowConfig
-from olmoflow.stages.context import InputArtifact, StageContext, WorkDir
+from olmoflow.contract.context import InputArtifact, StageContext
+from olmoflow.contract.workdir import WorkDir
 from olmoflow.storage import is_remote
 
 log = logging.getLogger("olmoflow")

@@ -1,6 +1,7 @@
-"""Compile the model-flow pipeline: KFP IR YAML (pipelines/model_flow.yaml, for the REST API and the chart's
-registration hook) and Kubernetes-native `Pipeline` + `PipelineVersion` resources (pipelines/k8s/model_flow.yaml,
-for KFP's Kubernetes pipeline store: `kubectl apply -f pipelines/k8s/`).
+"""The model-flow pipeline of pipelines/model_flow.py: loaded for kfp.local (olmoflow/flow/local.py), and compiled to
+KFP IR YAML (pipelines/model_flow.yaml, for the REST API and the chart's registration hook) and Kubernetes-native
+`Pipeline` + `PipelineVersion` resources (pipelines/k8s/model_flow.yaml, for KFP's Kubernetes pipeline store:
+`kubectl apply -f pipelines/k8s/`).
 
     olmoflow compile [--settings settings.yaml] [--cluster-config cluster.json]
 
@@ -12,14 +13,15 @@ from __future__ import annotations
 
 import ast
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
 from olmoflow import __version__
 from olmoflow.cluster.register import version_name
-from olmoflow.pipeline_settings import PipelineSettings
+from olmoflow.cluster.settings import PipelineSettings
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 IR_PATH = REPO_ROOT / "pipelines" / "model_flow.yaml"
 K8S_DIR = REPO_ROOT / "pipelines" / "k8s"
 PIPELINE_NAME = "olmo3-model-flow"
@@ -27,8 +29,16 @@ PIPELINE_NAME = "olmo3-model-flow"
 NAMESPACE = "kubeflow"
 
 
+def load_pipeline():
+    """The pipeline function, with its default settings; the repo root holds components/ and pipelines/ next to
+    the package."""
+    if str(REPO_ROOT) not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT))
+    from pipelines.model_flow import model_flow
+    return model_flow
+
+
 def pipeline(settings: PipelineSettings | None = None):
-    from olmoflow.local import load_pipeline
     load_pipeline()  # puts the repo root (components/, pipelines/) on sys.path
     from pipelines.model_flow import build
     return build(settings or PipelineSettings())
