@@ -114,3 +114,10 @@ def evaluate(config: str, overrides: List[str], start: str, stop: str, init: str
              {"dataset": dataset, "checkpoint": model}, report, metrics,
              pool=dict(nodes=nodes, gpus_per_node=gpus_per_node, node_selector=node_selector,
                        tolerations=tolerations, image=image))
+
+
+COMPONENTS = {"curate": curate, "pretrain": pretrain, "midtrain": midtrain, "long-context": long_context, "sft": sft,
+              "dpo": dpo, "rlvr": rlvr, "eval": evaluate}
+"""Each stage's component, by stage name (olmoflow/registry.py). Its artifacts follow the stage's entry: an input
+`dataset` (Input[Dataset]) and `model` (Input[Model], the checkpoint input), an output named after the stage's output
+kind; tests/test_registry.py holds the two together."""

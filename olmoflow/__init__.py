@@ -1,5 +1,3 @@
 """olmoflow: the Olmo 3 model flow as one Kubeflow Pipelines DAG, with resumable artifacts and MLflow."""
 
 __version__ = "0.1.0"
-
-STAGES = ("curate", "pretrain", "midtrain", "long-context", "sft", "dpo", "rlvr", "eval")

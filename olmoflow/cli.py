@@ -19,8 +19,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from olmoflow import STAGES, __version__
+from olmoflow import __version__
 from olmoflow.config import ConfigError, load_config
+from olmoflow.registry import STAGES
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

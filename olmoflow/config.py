@@ -14,15 +14,17 @@ from typing import Any
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from olmoflow import STAGES
 from olmoflow._base import Section
 from olmoflow.data.config import CurateConfig
 from olmoflow.evals.config import EvalConfig
 from olmoflow.model.config import ModelConfig, YarnConfig
 from olmoflow.post.config import DPOConfig, RLVRConfig, SFTConfig
+from olmoflow.registry import REGISTRY, STAGES, stage as stage_entry
 from olmoflow.train.config import TrainConfig
 
 CONFIG_DIR = Path(os.environ.get("OLMOFLOW_CONFIG_DIR", Path(__file__).resolve().parent.parent / "configs"))
+SECTIONS = {s.name: s.section for s in REGISTRY}
+"""Each stage's config section by the stage's name (they differ for long-context: long_context)."""
 
 
 class ConfigError(ValueError):
@@ -91,9 +93,7 @@ class FlowConfig(Section):
 
     def stage_config(self, stage: str) -> dict[str, Any]:
         """The part of the config that determines a stage's output; it goes into the stage's fingerprint."""
-        sections = {"curate": ["curate"], "pretrain": ["model", "pretrain"], "midtrain": ["midtrain"],
-                    "long-context": ["long_context"], "sft": ["sft"], "dpo": ["dpo"], "rlvr": ["rlvr"],
-                    "eval": ["eval"]}[stage]
+        sections = stage_entry(stage).sections
         # where curate runs (in-process or Ray), which attention kernel computes the same function, whether blocks
         # are compiled and MFU's denominator never change what a stage writes (beyond rounding)
         how = {"compile", "peak_tflops"}
@@ -154,8 +154,9 @@ def apply_override(data: dict, item: str) -> None:
     if "=" not in item:
         raise ConfigError(f"config error: --set {item!r}: expected key=value")
     key, raw = item.split("=", 1)
-    key = key.strip().replace("long-context", "long_context")
-    parts = key.split(".")
+    parts = key.strip().split(".")
+    parts[0] = SECTIONS.get(parts[0], parts[0])  # a stage's name for its section: long-context.lr = long_context.lr
+    key = ".".join(parts)
     if not all(parts):
         raise ConfigError(f"config error: --set {item!r}: empty key")
     try:

@@ -6,9 +6,11 @@ shows one stable graph and a resumed run reads like a full one with some stages 
 
 The run form in the KFP UI has working defaults for everything: the config preset (or a config URI), start/stop
 stage, an init artifact, the image tag, GPUs per node, the GPU pool's node selector and tolerations (JSON), and
-nodes per stage. A stage with `nodes_{stage} == 1` runs in its task pod, which holds the GPUs; with more, the
-`else` branch's pod (no GPU) launches a TrainJob/PyTorchJob/RayJob and waits: `dsl.If`/`dsl.Else` with
-`dsl.OneOf` joining the two branches' outputs, so downstream stages read whichever ran. Pod settings come from one
+nodes per stage that scales out (olmoflow/registry.py; RLVR and eval run in one process on one node). A stage with
+`nodes_{section} == 1` runs in its task pod, which holds the GPUs; with more, the `else` branch's pod (no GPU)
+launches a TrainJob/PyTorchJob/RayJob and waits: `dsl.If`/`dsl.Else` with `dsl.OneOf` joining the two branches'
+outputs, so downstream stages read whichever ran. The stages are wired in the registry's order, each reading the
+latest artifact of each kind it takes. Pod settings come from one
 PipelineSettings (olmoflow.cluster.settings), which also gives the parameters their defaults.
 """
 
@@ -18,16 +20,21 @@ from kfp import dsl
 
 from components import stages as c
 from olmoflow.cluster.settings import PipelineSettings, apply_settings
+from olmoflow.registry import REGISTRY
 
 PIPELINE_NAME = "olmo3-model-flow"
 DESCRIPTION = "Olmo 3 model flow: curate, pretrain, midtrain, long-context, SFT, DPO, RLVR, eval — with resumable " \
               "artifacts and MLflow."
+INPUT_NAMES = {"dataset": "dataset", "checkpoint": "model"}
+"""A component's parameter for each input artifact kind (its output is named after its kind)."""
 
 
 def build(settings: PipelineSettings):
     """The pipeline with `settings` as its pod settings and parameter defaults (see olmoflow.cluster.settings)."""
     s = settings
 
+    # One nodes_{section} parameter per stage that scales out (olmoflow/registry.py); KFP reads the parameters
+    # from the signature, so they are spelled out here and tests/flow/test_pipeline.py holds them to the registry.
     @dsl.pipeline(name=PIPELINE_NAME, description=DESCRIPTION)
     def model_flow(config: str = "tiny", overrides: List[str] = [], start: str = "curate", stop: str = "eval",
                    init: str = "", flow_run: str = "", image_tag: str = s.image_tag,
@@ -36,7 +43,9 @@ def build(settings: PipelineSettings):
                    nodes_curate: int = s.stage_nodes("curate"), nodes_pretrain: int = s.stage_nodes("pretrain"),
                    nodes_midtrain: int = s.stage_nodes("midtrain"),
                    nodes_long_context: int = s.stage_nodes("long-context"), nodes_sft: int = s.stage_nodes("sft"),
-                   nodes_dpo: int = s.stage_nodes("dpo"), nodes_rlvr: int = s.stage_nodes("rlvr")):
+                   nodes_dpo: int = s.stage_nodes("dpo")):
+        nodes = {"curate": nodes_curate, "pretrain": nodes_pretrain, "midtrain": nodes_midtrain,
+                 "long-context": nodes_long_context, "sft": nodes_sft, "dpo": nodes_dpo}
         run = dict(config=config, overrides=overrides, start=start, stop=stop, init=init, flow_run=flow_run,
                    job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
         pool = dict(gpus_per_node=gpus_per_node, node_selector=gpu_node_selector, tolerations=gpu_tolerations)
@@ -56,14 +65,13 @@ def build(settings: PipelineSettings):
                 job = apply_settings(task, name, s, launcher=True, image=image)
             return dsl.OneOf(here.outputs[output], job.outputs[output])
 
-        dataset = stage("curate", c.curate, nodes_curate, "dataset")
-        model = stage("pretrain", c.pretrain, nodes_pretrain, "checkpoint", dataset=dataset)
-        for name, component, nodes in (("midtrain", c.midtrain, nodes_midtrain),
-                                       ("long-context", c.long_context, nodes_long_context),
-                                       ("sft", c.sft, nodes_sft), ("dpo", c.dpo, nodes_dpo),
-                                       ("rlvr", c.rlvr, nodes_rlvr)):
-            model = stage(name, component, nodes, "checkpoint", dataset=dataset, model=model)
-        one_node("eval", c.evaluate, dataset=dataset, model=model)
+        artifacts = {}  # the latest artifact of each kind: dataset, checkpoint, report
+        for e in REGISTRY:
+            io = {INPUT_NAMES[kind]: artifacts[kind] for kind in e.inputs}
+            if e.multi_node:
+                artifacts[e.output] = stage(e.name, c.COMPONENTS[e.name], nodes[e.name], e.output, **io)
+            else:
+                artifacts[e.output] = one_node(e.name, c.COMPONENTS[e.name], **io).outputs[e.output]
 
     return model_flow
 

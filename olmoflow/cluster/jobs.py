@@ -3,8 +3,8 @@
 A training stage on N nodes with G GPUs each runs `torchrun --nnodes=N --nproc-per-node=G` with a c10d rendezvous
 at the operator's master address. The trainer builds its HSDP mesh from OLMOFLOW_REPLICATE=N (replicas across
 nodes) and OLMOFLOW_SHARD=G (parameters sharded within a node), so parameter all-gathers stay on the intra-node
-links and only gradient all-reduces cross the network. Curate and RLVR run as a RayJob: one head (the driver) and
-N workers.
+links and only gradient all-reduces cross the network. A stage that scales out on Ray (curate) runs as a RayJob: one
+head (the driver) and N workers. Which kind a stage gets is its registry entry's scale (olmoflow/registry.py).
 
 Field names follow the CRD Go types -- kubeflow/trainer pkg/apis/trainer/v1alpha1/trainjob_types.go (v2.2+, where
 runtimePatches replaced podTemplateOverrides), kubeflow/training-operator pkg/apis/kubeflow.org/v1/
@@ -21,9 +21,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 
 from olmoflow.cluster.config import ClusterConfig
-
-RAY_STAGES = frozenset({"curate", "rlvr"})
-"""Stages that run on Ray; the rest of the multi-node stages are torchrun jobs."""
+from olmoflow.registry import stage as stage_entry
 
 RUN_AS_UID = 1000
 """The non-root user the images create (images/*/Dockerfile)."""
@@ -235,10 +233,14 @@ def ray_job(spec: JobSpec, ray_version: str | None = None, head_cpu: str = "2", 
 
 
 def stage_job(cfg: ClusterConfig, stage: str, command: list[str], nodes: int, name: str | None = None) -> dict:
-    """The manifest a multi-node `stage` runs as: a RayJob for curate/RLVR, else the configured train backend."""
-    if stage in RAY_STAGES:
-        spec = job_spec(cfg, stage, command, nodes, name, gpus_per_node=0 if stage == "curate" else None)
+    """The manifest a multi-node `stage` runs as: a RayJob for a Ray stage, the configured train backend for a
+    torchrun one; a stage that runs in one process has none."""
+    entry = stage_entry(stage)
+    if entry.scale == "ray":
+        spec = job_spec(cfg, stage, command, nodes, name, gpus_per_node=None if entry.gpus else 0)
         return ray_job(spec, head_cpu=cfg.ray_head_cpu, head_memory=cfg.ray_head_memory)
+    if entry.scale != "torchrun":
+        raise ValueError(f"stage {stage} runs in one process on one node; it has no multi-node job")
     spec = job_spec(cfg, stage, command, nodes, name)
     return train_job(spec, cfg.trainjob_runtime) if cfg.train_backend == "trainjob" else pytorch_job(spec)
 

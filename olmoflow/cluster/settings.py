@@ -23,12 +23,10 @@ from typing import Any
 import yaml
 from pydantic import Field, ValidationError, field_validator
 
-from olmoflow import STAGES, __version__
+from olmoflow import __version__
 from olmoflow._base import Section
 from olmoflow.cluster.config import CLUSTER_CONFIG_ENV, ClusterConfig, Toleration, load_cluster_config
-
-GPU_STAGES = frozenset(STAGES) - {"curate"}
-"""Stages whose task pod trains or generates on a GPU; curate is CPU-only."""
+from olmoflow.registry import stage as stage_entry
 
 CLUSTER_MOUNT = "/etc/olmoflow"
 """Where the cluster ConfigMap is mounted in every task pod; cluster.json is OLMOFLOW_CLUSTER_CONFIG."""
@@ -77,8 +75,9 @@ class PipelineSettings(Section):
     memory: str = "8Gi"
     """Memory request of a CPU or launcher task."""
     nodes: dict[str, int] = {}
-    """Defaults of the nodes_{stage} parameters, e.g. {pretrain: 16}; absent = 1. A stage on >1 node runs as a
-    TrainJob/PyTorchJob/RayJob (olmoflow.cluster) and its task pod only launches and waits, so it requests no GPU."""
+    """Defaults of the nodes_{section} parameters by stage name, e.g. {pretrain: 16}; absent = 1. A stage on >1 node
+    runs as a TrainJob/PyTorchJob/RayJob (olmoflow.cluster) and its task pod only launches and waits, so it requests
+    no GPU. Only a stage that scales out (olmoflow/registry.py) has the parameter."""
     retries: int = Field(3, ge=0)
     """Retries of a failed task (spot preemption, node loss); a retried stage resumes from its in-stage checkpoint."""
     backoff: str = "60s"
@@ -92,8 +91,8 @@ class PipelineSettings(Section):
     @classmethod
     def _known_stages(cls, nodes: dict[str, int]) -> dict[str, int]:
         for stage, n in nodes.items():
-            if stage not in STAGES:
-                raise ValueError(f"unknown stage {stage!r} (stages: {', '.join(STAGES)})")
+            if not stage_entry(stage).multi_node:
+                raise ValueError(f"{stage}: runs in one process on one node; it takes no node count")
             if n < 1:
                 raise ValueError(f"{stage}: must be >= 1 (got {n})")
         return nodes
@@ -154,7 +153,7 @@ def apply_settings(task: Any, stage: str, settings: PipelineSettings, *, launche
     # replay old outputs and hide the stage from this run's MLflow record.
     task.set_caching_options(False)
     task.set_container_image(image)
-    if stage in GPU_STAGES and not launcher:
+    if stage_entry(stage).gpus and not launcher:
         task.set_accelerator_type(settings.gpu_resource).set_accelerator_limit(gpus_per_node)
         kubernetes.add_node_selector_json(task, node_selector)
         kubernetes.add_toleration_json(task, tolerations)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from olmoflow import STAGES
 from olmoflow.config import ConfigError, stage_index
+from olmoflow.registry import STAGES, stage as stage_entry
 
 
 @dataclass(frozen=True)
@@ -22,9 +22,10 @@ class Plan:
         a, b = stage_index(self.start, "--from"), stage_index(self.stop, "--to")
         if a > b:
             raise ConfigError(f"config error: --from {self.start} comes after --to {self.stop}")
-        if self.init and self.start == "curate":
-            raise ConfigError("config error: --init: curate takes no input artifact")
-        if a > STAGES.index("pretrain") and not self.init:
+        first = stage_entry(self.start)
+        if self.init and "checkpoint" not in first.inputs + first.optional_inputs:
+            raise ConfigError(f"config error: --init: {self.start} takes no checkpoint")
+        if "checkpoint" in first.inputs and not self.init:
             raise ConfigError(f"config error: --from {self.start} needs --init URI (a checkpoint artifact); "
                               "to reuse your own earlier stages just run the flow again: they are cached")
 

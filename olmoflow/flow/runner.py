@@ -17,11 +17,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from olmoflow import STAGES
 from olmoflow.artifacts import Artifact, ArtifactStore, fingerprint, read_manifest
 from olmoflow.config import FlowConfig
 from olmoflow.contract.context import InputArtifact, StageContext
 from olmoflow.contract.workdir import WorkDir
+from olmoflow.registry import Stage, stage as stage_entry
 from olmoflow.storage import is_remote
 
 log = logging.getLogger("olmoflow")
@@ -45,20 +45,28 @@ class StageResult:
     manifest: dict[str, Any] = field(default_factory=dict)
 
 
+def entry(stage: str) -> Stage:
+    """The stage's registry entry; an unknown name is a StageError."""
+    try:
+        return stage_entry(stage)
+    except ValueError as e:
+        raise StageError(str(e)) from None
+
+
 def stage_module(stage: str) -> ModuleType:
-    if stage not in STAGES:
-        raise StageError(f"unknown stage {stage!r} (stages: {', '.join(STAGES)})")
-    return importlib.import_module(f"olmoflow.stages.{stage.replace('-', '_')}")
+    """The stage's code: its module's `run(ctx)`."""
+    return importlib.import_module(entry(stage).module)
 
 
-def open_inputs(stage: str, mod: ModuleType, store: ArtifactStore, inputs: dict[str, str]) -> dict[str, Artifact]:
-    allowed = tuple(mod.INPUTS) + tuple(getattr(mod, "OPTIONAL_INPUTS", ()))
+def open_inputs(spec: Stage, store: ArtifactStore, inputs: dict[str, str]) -> dict[str, Artifact]:
+    allowed = spec.inputs + spec.optional_inputs
     for name in inputs:
         if name not in allowed:
-            raise StageError(f"stage {stage}: unexpected input {name!r} (it takes: {', '.join(allowed) or 'none'})")
-    for name in mod.INPUTS:
+            raise StageError(f"stage {spec.name}: unexpected input {name!r} "
+                             f"(it takes: {', '.join(allowed) or 'none'})")
+    for name in spec.inputs:
         if not inputs.get(name):
-            raise StageError(f"stage {stage}: missing input {name!r} (a {name} artifact URI)")
+            raise StageError(f"stage {spec.name}: missing input {name!r} (a {name} artifact URI)")
     # An input's name is the kind it must be: a report given as a checkpoint is refused here, before any compute.
     return {name: store.open(uri, kind=name) for name, uri in inputs.items() if uri}
 
@@ -92,13 +100,13 @@ def record_skipped(stage: str, cfg: FlowConfig, flow_run: str | None, why: str) 
     return StageResult(stage, "skipped")
 
 
-def _world(stage: str, mod: ModuleType):
+def _world(spec: Stage):
     """This process among torchrun's ranks; a stage that does not split its work over ranks is refused there,
     rather than run whole on every rank."""
     from olmoflow.train.world import World
     world = World.current()
-    if world.size > 1 and not getattr(mod, "DISTRIBUTED", False):
-        raise StageError(f"stage {stage} runs in one process; it cannot run on {world.size} ranks (torchrun): "
+    if world.size > 1 and spec.scale != "torchrun":
+        raise StageError(f"stage {spec.name} runs in one process; it cannot run on {world.size} ranks (torchrun): "
                          f"give it one node")
     return world
 
@@ -126,10 +134,10 @@ def run_stage(stage: str, cfg: FlowConfig, inputs: dict[str, str], flow_run: str
     if cfg.flow.threads:
         import torch
         torch.set_num_threads(cfg.flow.threads)
-    mod = stage_module(stage)
-    world = _world(stage, mod)
+    spec, mod = entry(stage), stage_module(stage)
+    world = _world(spec)
     store = ArtifactStore(cfg.flow.store, cfg.flow.name)
-    arts = _open_on_every_rank(world, inputs, lambda: open_inputs(stage, mod, store, inputs))
+    arts = _open_on_every_rank(world, inputs, lambda: open_inputs(spec, store, inputs))
     stage_cfg = cfg.stage_config(stage)
     fp, uri = address(store, stage, cfg, {n: a.fingerprint for n, a in arts.items()})
     tracker = _tracker(cfg, flow_run) if world.lead else None
@@ -182,9 +190,9 @@ def run_stage(stage: str, cfg: FlowConfig, inputs: dict[str, str], flow_run: str
             if tracker:
                 tracker.log_artifact(run_id, staging / "stage.log", None)
             manifest = store.commit(staging, uri, {
-                "stage": stage, "fingerprint": fp, "kind": mod.KIND,
+                "stage": stage, "fingerprint": fp, "kind": spec.output,
                 "inputs": {n: {"uri": a.uri, "fingerprint": a.fingerprint} for n, a in arts.items()},
-                "config": stage_cfg, "metrics": metrics, "headline": mod.HEADLINE, "mlflow_run_id": run_id,
+                "config": stage_cfg, "metrics": metrics, "headline": spec.headline, "mlflow_run_id": run_id,
                 "flow_run": flow_run, "started_at": start, "wall_s": round(wall, 2)})
         except BaseException:
             _mark_failed(tracker, run_id)
@@ -197,11 +205,11 @@ def run_stage(stage: str, cfg: FlowConfig, inputs: dict[str, str], flow_run: str
             tracker.log_metrics(run_id, metrics, last)
             tracker.log_text(run_id, json.dumps(manifest, indent=2), "manifest.json")
             tracker.log_text(run_id, json.dumps(stage_cfg, indent=2), "config.json")
-            tracker.set_tags(run_id, {"olmoflow.status": "ran", "olmoflow.headline": mod.HEADLINE,
+            tracker.set_tags(run_id, {"olmoflow.status": "ran", "olmoflow.headline": spec.headline,
                                       "olmoflow.wall_s": f"{wall:.1f}"})
             tracker.end_stage(run_id)
         log.info("%s: done in %.1fs -> %s", stage, wall, uri)
-        return StageResult(stage, "ran", uri, fp, mod.KIND, metrics, mod.HEADLINE, wall, manifest)
+        return StageResult(stage, "ran", uri, fp, spec.output, metrics, spec.headline, wall, manifest)
 
     result = world.first(publish)
     if not world.lead:

@@ -19,6 +19,7 @@ from olmoflow import __version__
 from olmoflow.cluster.register import register, version_name
 from olmoflow.config import ConfigError, load_config, to_json
 from olmoflow.flow.plan import Plan
+from olmoflow.registry import STAGES, stage as stage_entry
 
 EXPERIMENT = "olmoflow"
 
@@ -34,15 +35,16 @@ def run_params(config: str, overrides: list[str], start: str, stop: str, init: s
 
 def pool_params(nodes: list[str], gpus_per_node: int | None, image_tag: str | None) -> dict[str, Any]:
     """The run form's pool parameters from `--nodes STAGE=N` etc.; what is not given keeps the pipeline's default."""
-    from olmoflow import STAGES
     params: dict[str, Any] = {}
     for item in nodes:
-        stage, _, n = item.partition("=")
-        if stage not in STAGES or stage == "eval":
-            raise ConfigError(f"--nodes {item}: unknown stage {stage!r} (stages: {', '.join(STAGES[:-1])})")
+        name, _, n = item.partition("=")
+        if name not in STAGES:
+            raise ConfigError(f"--nodes {item}: unknown stage {name!r} (stages: {', '.join(STAGES)})")
+        if not stage_entry(name).multi_node:
+            raise ConfigError(f"--nodes {item}: stage {name} runs in one process on one node")
         if not n.isdigit() or int(n) < 1:
             raise ConfigError(f"--nodes {item}: the node count must be an integer >= 1")
-        params[f"nodes_{stage.replace('-', '_')}"] = int(n)
+        params[f"nodes_{stage_entry(name).section}"] = int(n)
     if gpus_per_node is not None:
         if gpus_per_node < 1:
             raise ConfigError(f"--gpus-per-node {gpus_per_node}: must be >= 1")

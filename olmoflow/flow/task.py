@@ -4,8 +4,9 @@ with the store URI in its metadata). Payloads stay in the store, so the KFP laun
 A stage the pipeline gives more than one node (the run's nodes_{stage} parameter, in the task's `pool`) does not
 run in the task pod: the pod launches `olmoflow stage ...` as a TrainJob / PyTorchJob / RayJob (olmoflow.cluster)
 from the chart's cluster.json with the run's pool (GPUs per node, node selector, tolerations, image) on top, waits
-for it, and reads the artifact's manifest back. On one node, a stage that trains on every rank (DISTRIBUTED) runs
-one rank per GPU of the pod under `torchrun --standalone`; everything else runs in the task's own process.
+for it, and reads the artifact's manifest back. On one node, a stage that trains on every rank (scale "torchrun" in
+olmoflow/registry.py) runs one rank per GPU of the pod under `torchrun --standalone`; everything else runs in the
+task's own process.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 from olmoflow.config import FlowConfig, load_config, to_json
 from olmoflow.flow.plan import Plan
 from olmoflow.flow.runner import StageResult, record_skipped, run_stage
+from olmoflow.registry import stage as stage_entry
 
 log = logging.getLogger("olmoflow")
 
@@ -102,8 +104,7 @@ def local_ranks(stage: str, gpus_per_node: int) -> int:
     trains on every rank, else 1 (and 1 without CUDA, as under kfp.local on a laptop)."""
     import torch
 
-    from olmoflow.flow.runner import stage_module
-    if gpus_per_node <= 1 or not getattr(stage_module(stage), "DISTRIBUTED", False) or not torch.cuda.is_available():
+    if gpus_per_node <= 1 or stage_entry(stage).scale != "torchrun" or not torch.cuda.is_available():
         return 1
     return min(gpus_per_node, torch.cuda.device_count())
 
@@ -122,7 +123,7 @@ def _execute(argv: list[str]) -> None:
 
 def run_on_local_gpus(stage: str, cfg: FlowConfig, inputs: dict[str, str], gpus: int, flow_run: str | None = None,
                       execute: Callable[[list[str]], None] | None = None) -> StageResult:
-    """Run a DISTRIBUTED `stage` on this pod's `gpus` GPUs (one torchrun rank each) unless its artifact already
+    """Run a torchrun-scale `stage` on this pod's `gpus` GPUs (one torchrun rank each) unless its artifact already
     exists; the ranks publish it (rank 0 writes) and the result comes from the manifest, as for a job."""
     def start(command: list[str], fp: str, uri: str) -> None:
         log.info("%s: running on this node's %d GPUs -> %s", stage, gpus, uri)

@@ -47,10 +47,6 @@ from olmoflow.data.report import flat_metrics, length_histogram, render_text, wr
 from olmoflow.data.sources import check_sources, local_files, sources_root
 from olmoflow.data.tokenizer import EOS, encode_docs, load_tokenizer, train_bpe
 
-KIND = "dataset"
-INPUTS: tuple[str, ...] = ()
-HEADLINE = "train_tokens"
-
 
 # ---- 1. read, normalize, filter, decontaminate, dedup: olmoflow/data/clean.py ---------------------------------
 

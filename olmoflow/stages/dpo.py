@@ -34,12 +34,6 @@ from olmoflow.train.optim import build_optimizer
 from olmoflow.train.schedule import lr_factor
 from olmoflow.train.world import World
 
-KIND = "checkpoint"
-DISTRIBUTED = True
-"""Runs on every rank of a torchrun world (FSDP); rank 0 writes the payload."""
-INPUTS = ("dataset", "checkpoint")
-HEADLINE = "pref_accuracy"
-
 Pair = tuple[Encoded, Encoded]
 
 

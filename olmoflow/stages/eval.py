@@ -26,13 +26,10 @@ from olmoflow.evals.report import plot_bpb, plot_tasks, write_markdown, write_re
 from olmoflow.evals.tasks import TASKS, chance, load_items
 from olmoflow.model import generate
 from olmoflow.model.checkpoint import load_checkpoint
+from olmoflow.registry import REGISTRY, stage as stage_entry
 from olmoflow.train.world import World
 
-KIND = "report"
-INPUTS = ("dataset", "checkpoint")
-HEADLINE = "val_bpb"
-
-CHAT_STAGES = ("sft", "dpo", "rlvr")
+CHAT_STAGES = tuple(s.name for s in REGISTRY if s.chat)
 """Checkpoints made by these stages were trained on the chat template: auto chat_format prompts them with it."""
 PARTIAL = "partial.json"
 
@@ -141,8 +138,9 @@ def run(ctx: StageContext) -> dict[str, float]:
     flat |= {f"val_bpb/{d}": v["bpb"] for d, v in domains.items()}
     flat |= {f"val_loss/{d}": v["loss_per_token"] for d, v in domains.items()}
     flat |= {f"{name}/{m}": v for name, t in tasks.items() for m, v in t["metrics"].items()}
+    headline = stage_entry("eval").headline
     results = {
-        "headline": {"metric": HEADLINE, "value": flat[HEADLINE]},
+        "headline": {"metric": headline, "value": flat[headline]},
         "metrics": flat,
         "heldout": {"domains": domains, "all": all_domains.to_dict(), "macro_bpb": macro, "formula": BPB_FORMULA,
                     "method": method, "seq_len": seq_len, "overlap": overlap},

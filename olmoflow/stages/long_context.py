@@ -29,11 +29,6 @@ from olmoflow.train.report import loss_curve, position_curve, write_metrics
 from olmoflow.train.resume import Resumer
 from olmoflow.train.world import World
 
-KIND = "checkpoint"
-DISTRIBUTED = True
-"""Runs on every rank of a torchrun world (FSDP / HSDP); rank 0 writes the payload."""
-INPUTS = ("dataset", "checkpoint")
-HEADLINE = "val_loss"
 POSITION_DOCS = 8
 """Long documents scored position by position (more only costs time; the curve is a mean over them)."""
 

@@ -23,12 +23,6 @@ from olmoflow.train.report import loss_curve, write_metrics
 from olmoflow.train.resume import Resumer
 from olmoflow.train.world import World
 
-KIND = "checkpoint"
-DISTRIBUTED = True
-"""Runs on every rank of a torchrun world (FSDP / HSDP); rank 0 writes the payload."""
-INPUTS = ("dataset", "checkpoint")
-HEADLINE = "val_loss"
-
 
 def run(ctx: StageContext) -> dict[str, float]:
     cfg = ctx.cfg.midtrain

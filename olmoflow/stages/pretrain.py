@@ -28,13 +28,6 @@ from olmoflow.train.report import loss_curve, write_metrics
 from olmoflow.train.resume import Resumer
 from olmoflow.train.world import World
 
-KIND = "checkpoint"
-DISTRIBUTED = True
-"""Runs on every rank of a torchrun world (FSDP / HSDP); rank 0 writes the payload."""
-INPUTS = ("dataset",)
-OPTIONAL_INPUTS = ("checkpoint",)
-HEADLINE = "val_loss"
-
 
 def initial_model(ctx: StageContext, cfg: ModelConfig, world: World) -> Olmo3:
     """Olmo3(cfg) seeded from pretrain.seed, or the optional checkpoint input's weights (same architecture); real

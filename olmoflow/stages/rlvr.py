@@ -38,10 +38,6 @@ from olmoflow.train import parallel
 from olmoflow.train.optim import build_optimizer
 from olmoflow.train.world import World, autocast
 
-KIND = "checkpoint"
-INPUTS = ("dataset", "checkpoint")
-HEADLINE = "val_accuracy"
-
 
 def prepare(rows: list[dict], template: ChatTemplate, max_prompt_len: int) -> list[dict]:
     """Rows with their prompt tokens under "ids"; over-long prompts are skipped, an unknown verifier is an error."""

@@ -32,12 +32,6 @@ from olmoflow.train.optim import build_optimizer
 from olmoflow.train.schedule import lr_factor
 from olmoflow.train.world import World
 
-KIND = "checkpoint"
-DISTRIBUTED = True
-"""Runs on every rank of a torchrun world (FSDP); rank 0 writes the payload."""
-INPUTS = ("dataset", "checkpoint")
-HEADLINE = "val_sft_loss"
-
 
 def encode(rows: list[dict], template: ChatTemplate, seq_len: int) -> list[Encoded]:
     """Conversations that keep at least one assistant token within seq_len; the rest are dropped."""

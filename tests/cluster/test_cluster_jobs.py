@@ -12,7 +12,7 @@ import pytest
 from crd_schema import TRAINJOB_MODEL, unknown_fields
 
 from olmoflow.cluster.config import ClusterConfig, load_cluster_config
-from olmoflow.cluster.jobs import (JobSpec, job_name, job_spec, pytorch_job, stage_job, torchrun_command,
+from olmoflow.cluster.jobs import (JobSpec, job_name, job_spec, pytorch_job, ray_job, stage_job, torchrun_command,
                                    train_job)
 
 KUBE_VERSIONS = ("1.33.0", "1.36.0")
@@ -29,8 +29,9 @@ def spec(nodes: int = 4, name: str = "pretrain-1a2b3c4d-beef", **kw) -> JobSpec:
 
 
 def all_manifests() -> dict[str, dict]:
+    # the RayJob with GPU workers: curate's RayJob has none, the builder supports them
     return {"TrainJob": train_job(spec()), "PyTorchJob": pytorch_job(spec()),
-            "RayJob": stage_job(CFG, "rlvr", CMD, nodes=2, name="rlvr-1a2b3c4d-beef")}
+            "RayJob": ray_job(spec(nodes=2, name="ray-1a2b3c4d-beef"))}
 
 
 def pod_templates(m: dict) -> list[dict]:
@@ -168,7 +169,7 @@ def test_pods_run_as_non_root_with_a_read_only_root():
 
 
 def test_rayjob_shape():
-    rj = stage_job(CFG, "rlvr", CMD, nodes=2, name="rlvr-x")["spec"]
+    rj = ray_job(spec(nodes=2, name="ray-x"))["spec"]
     assert shlex.split(rj["entrypoint"]) == CMD
     head, workers = rj["rayClusterSpec"]["headGroupSpec"], rj["rayClusterSpec"]["workerGroupSpecs"]
     assert head["rayStartParams"]["num-cpus"] == "0"  # the head only runs the driver
@@ -185,6 +186,12 @@ def test_curate_runs_on_cpu_with_the_curate_image():
     worker = rj["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]
     assert worker["containers"][0]["image"] == CFG.curate_image
     assert "nvidia.com/gpu" not in json.dumps(worker) and "nodeSelector" not in worker
+
+
+def test_a_stage_that_runs_in_one_process_has_no_job():
+    for stage in ("rlvr", "eval"):
+        with pytest.raises(ValueError, match=f"stage {stage} runs in one process on one node; it has no multi-node"):
+            stage_job(CFG, stage, CMD, nodes=2, name=f"{stage}-x")
 
 
 @pytest.mark.parametrize("backend,kind", [("trainjob", "TrainJob"), ("pytorchjob", "PyTorchJob")])

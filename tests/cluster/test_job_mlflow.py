@@ -31,9 +31,7 @@ def _fake_pretrain(ctx):
 def cfg(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
-    mods = {"curate": types.SimpleNamespace(KIND="dataset", INPUTS=(), HEADLINE="", run=_fake_curate),
-            "pretrain": types.SimpleNamespace(KIND="checkpoint", INPUTS=("dataset",), HEADLINE="val_loss",
-                                              DISTRIBUTED=True, run=_fake_pretrain)}
+    mods = {"curate": types.SimpleNamespace(run=_fake_curate), "pretrain": types.SimpleNamespace(run=_fake_pretrain)}
     monkeypatch.setattr(runner, "stage_module", lambda s: mods[s])
     cluster = tmp_path / "cluster.json"
     cluster.write_text(json.dumps({"namespace": "ml", "gpus_per_node": 8}))

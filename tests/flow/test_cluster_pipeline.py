@@ -10,18 +10,18 @@ import types
 import pytest
 import yaml
 
-from olmoflow import STAGES, __version__
+from olmoflow import __version__
 from olmoflow.artifacts import ArtifactError, read_manifest
 from olmoflow.cli import main
 from olmoflow.cluster.config import ClusterConfig
 from olmoflow.cluster.register import version_name
+from olmoflow.cluster.settings import CONFIG_MAP_ENV, S3_KEYS, PipelineSettings, from_cluster_config, load_settings
 from olmoflow.config import load_config, to_json
+from olmoflow.flow import runner, task
 from olmoflow.flow.pipeline import IR_PATH, K8S_DIR, REPO_ROOT, compile_all, compile_ir
-from olmoflow.cluster.settings import (CONFIG_MAP_ENV, GPU_STAGES, S3_KEYS, PipelineSettings, from_cluster_config,
-                                        load_settings)
+from olmoflow.registry import REGISTRY, STAGES, stage as stage_entry
 
 HELM = shutil.which("helm") or shutil.which("helm", path=str(REPO_ROOT / ".venv" / "bin"))
-from olmoflow.flow import runner, task
 
 
 def leaf_tasks(spec: dict) -> dict[str, dict]:
@@ -48,13 +48,13 @@ def _param(name: str) -> str:
 
 def test_gpu_tasks_get_gpus_pool_secret_and_config_map(tmp_path):
     containers, platform, tasks, params = _compiled(tmp_path)
-    assert set(tasks) == set(STAGES) | {f"{s} (job)" for s in STAGES if s != "eval"}
+    assert set(tasks) == set(STAGES) | {f"{s.name} (job)" for s in REGISTRY if s.multi_node}
     for name in tasks:
         c, p = containers[name], platform[name]
         stage, launcher = name.removesuffix(" (job)"), name.endswith(" (job)")
         repo = "olmoflow/curate" if stage == "curate" else "olmoflow/trainer"
         assert c["image"] == f"{repo}:{_param('image_tag')}"
-        if stage in GPU_STAGES and not launcher:
+        if stage_entry(stage).gpus and not launcher:
             # the run form's GPUs per node and GPU pool reach the pod spec
             assert c["resources"]["accelerator"] == {"resourceType": "nvidia.com/gpu", "type": "nvidia.com/gpu",
                                                      "resourceCount": _param("gpus_per_node")}, name
@@ -86,7 +86,7 @@ def test_gpu_tasks_get_gpus_pool_secret_and_config_map(tmp_path):
                                                           "effect": "NoSchedule"}]
     assert params["gpu_node_selector"]["defaultValue"] == {}
     assert {k: v["defaultValue"] for k, v in params.items() if k.startswith("nodes_")} == \
-        {f"nodes_{s.replace('-', '_')}": 1 for s in STAGES if s != "eval"}
+        {f"nodes_{s.section}": 1 for s in REGISTRY if s.multi_node}
 
 
 @pytest.mark.skipif(HELM is None, reason="helm is not installed: run scripts/install_k8s_tools.sh")
@@ -130,6 +130,9 @@ def test_bad_settings_name_the_problem(tmp_path, capsys):
     bad.write_text("nodes: {pretrian: 2}\n")
     with pytest.raises(ValueError, match=r"s.yaml: nodes: unknown stage 'pretrian' \(stages: curate, "):
         load_settings(bad)
+    bad.write_text("nodes: {rlvr: 2}\n")
+    with pytest.raises(ValueError, match=r"s.yaml: nodes: rlvr: runs in one process on one node"):
+        load_settings(bad)
     bad.write_text("gpus: 8\n")
     assert main(["compile", "--settings", str(bad), "--output", str(tmp_path / "o.yaml")]) == 2
     assert capsys.readouterr().err.strip() == f"olmoflow: config error: pipeline settings {bad}: gpus: unknown key"
@@ -150,11 +153,12 @@ def test_checked_in_k8s_manifests_are_current(tmp_path):
 
 # ---- the multi-node branch of run_task ----
 
-def _fake(kind, inputs):
+def _fake():
+    """A stage module: its inputs, output kind and headline are its registry entry's."""
     def run(ctx):
         (ctx.out / "payload.txt").write_text(ctx.stage)
         return {"loss": 2.5}
-    return types.SimpleNamespace(KIND=kind, INPUTS=inputs, HEADLINE="loss", run=run)
+    return types.SimpleNamespace(run=run)
 
 
 class Out:
@@ -167,7 +171,7 @@ class Out:
 @pytest.fixture
 def flow(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    mods = {"curate": _fake("dataset", ()), "pretrain": _fake("checkpoint", ("dataset",))}
+    mods = {"curate": _fake(), "pretrain": _fake()}
     monkeypatch.setattr(runner, "stage_module", lambda s: mods[s])
     cluster = tmp_path / "cluster.json"
     cluster.write_text(json.dumps({"namespace": "ml", "gpus_per_node": 8}))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from olmoflow import STAGES
+from olmoflow.registry import STAGES
 
 REPO = Path(__file__).resolve().parents[2]
 SOURCES = REPO / ".olmoflow" / "sources"

@@ -1,9 +1,10 @@
-"""The DAG: every stage on one node or as a multi-node job, wired in flow order; the checked-in YAML is current."""
+"""The DAG: every stage that scales out on one node or as a multi-node job, the rest on one node, wired in flow
+order; the checked-in YAML is current."""
 
 import yaml
 
-from olmoflow import STAGES
 from olmoflow.flow.pipeline import REPO_ROOT, compile_ir
+from olmoflow.registry import REGISTRY, STAGES
 
 
 def test_compiled_pipeline_is_current(tmp_path):
@@ -17,19 +18,22 @@ def test_dag_has_each_stage_on_one_node_or_as_a_job_in_flow_order(tmp_path):
     dags = {"root": spec["root"]["dag"], **{k: c["dag"] for k, c in spec["components"].items() if "dag" in c}}
     params = spec["root"]["inputDefinitions"]["parameters"]
     assert params["config"]["defaultValue"] == "tiny" and params["stop"]["defaultValue"] == "eval"
-    # every stage but eval: a branch group whose two branches are "on one node" (nodes_X == 1) and "as a job"
+    # every stage that scales out: a branch group whose two branches are "on one node" (nodes_X == 1) and "as a job"
+    sections = {s.name: s.section for s in REGISTRY}
     branches = {}
     for d in dags.values():
         for t in d["tasks"].values():
             name, cond = t["taskInfo"]["name"], t.get("triggerPolicy", {}).get("condition", "")
             if name.endswith(" on one node"):
                 stage = name.removesuffix(" on one node")
-                assert cond == f"int(inputs.parameter_values['pipelinechannel--nodes_{stage.replace('-', '_')}'])" \
+                assert cond == f"int(inputs.parameter_values['pipelinechannel--nodes_{sections[stage]}'])" \
                                " == 1", stage
                 branches.setdefault(stage, []).append("one")
             elif name.endswith(" as a multi-node job"):
                 branches.setdefault(name.removesuffix(" as a multi-node job"), []).append("job")
-    assert branches == {s: ["one", "job"] for s in STAGES if s != "eval"}
+    assert branches == {s.name: ["one", "job"] for s in REGISTRY if s.multi_node}
+    nodes = {k for k in spec["root"]["inputDefinitions"]["parameters"] if k.startswith("nodes_")}
+    assert nodes == {f"nodes_{s.section}" for s in REGISTRY if s.multi_node}
     # the top level runs the stages in flow order: each group waits for the one before it
     root = dags["root"]["tasks"]
     order, done = [], set()
@@ -38,6 +42,6 @@ def test_dag_has_each_stage_on_one_node_or_as_a_job_in_flow_order(tmp_path):
         assert len(ready) == 1, ready  # a chain: exactly one task can go next
         order.append(ready[0])
         done.add(ready[0])
-    assert len(order) == len(STAGES) and order[-1] == "evaluate"
+    assert len(order) == len(STAGES) and order[-2:] == ["rlvr", "evaluate"]
     assert all(not t.get("cachingOptions", {}).get("enableCache", False)
                for d in dags.values() for t in d["tasks"].values())

@@ -12,7 +12,8 @@ from olmoflow.flow.runner import StageError, run_stage
 CALLS = []
 
 
-def _fake(kind, inputs, fail=False):
+def _fake(fail=False):
+    """A stage module: its inputs, output kind and headline are its registry entry's."""
     def run(ctx):
         CALLS.append(ctx.stage)
         if fail:
@@ -20,13 +21,12 @@ def _fake(kind, inputs, fail=False):
         (ctx.out / "payload.txt").write_text(f"{ctx.stage} {sorted(ctx.inputs)}")
         ctx.log_metrics({"loss": 1.5}, step=1)
         return {"loss": 1.25}
-    return types.SimpleNamespace(KIND=kind, INPUTS=inputs, HEADLINE="loss", run=run)
+    return types.SimpleNamespace(run=run)
 
 
 @pytest.fixture
 def fake_stages(monkeypatch):
-    mods = {"curate": _fake("dataset", ()), "pretrain": _fake("checkpoint", ("dataset",)),
-            "midtrain": _fake("checkpoint", ("dataset", "checkpoint"))}
+    mods = {"curate": _fake(), "pretrain": _fake(), "midtrain": _fake()}
     monkeypatch.setattr(runner, "stage_module", lambda s: mods[s])
     CALLS.clear()
     return mods
@@ -68,8 +68,10 @@ def test_input_errors(fake_stages, cfg):
     data = run_stage("curate", cfg, {})
     with pytest.raises(StageError, match="stage pretrain: missing input 'dataset'"):
         run_stage("pretrain", cfg, {})
-    with pytest.raises(StageError, match="unexpected input 'checkpoint'"):
-        run_stage("pretrain", cfg, {"dataset": data.uri, "checkpoint": data.uri})
+    with pytest.raises(StageError, match=r"stage curate: unexpected input 'dataset' \(it takes: none\)"):
+        run_stage("curate", cfg, {"dataset": data.uri})
+    with pytest.raises(StageError, match=r"unexpected input 'model' \(it takes: dataset, checkpoint\)"):
+        run_stage("pretrain", cfg, {"dataset": data.uri, "model": data.uri})
     with pytest.raises(ArtifactError, match="is a dataset artifact .* expected a checkpoint"):
         run_stage("midtrain", cfg, {"dataset": data.uri, "checkpoint": data.uri})
     assert CALLS == ["curate"]
@@ -77,7 +79,7 @@ def test_input_errors(fake_stages, cfg):
 
 def test_failed_stage_writes_no_artifact(fake_stages, cfg, monkeypatch):
     data = run_stage("curate", cfg, {})
-    fake_stages["pretrain"] = _fake("checkpoint", ("dataset",), fail=True)
+    fake_stages["pretrain"] = _fake(fail=True)
     with pytest.raises(RuntimeError, match="boom"):
         run_stage("pretrain", cfg, {"dataset": data.uri})
     stage_dir = cfg.flow.store + "/smoke/pretrain"

@@ -15,6 +15,7 @@ from olmoflow.config import FlowConfig
 from olmoflow.contract.context import StageContext
 from olmoflow.model import Olmo3
 from olmoflow.model.checkpoint import load_checkpoint
+from olmoflow.registry import stage as stage_entry
 from olmoflow.stages import dpo, rlvr, sft
 from postkit import context, make_payloads, smoke
 
@@ -44,7 +45,7 @@ def test_sft_then_dpo_then_rlvr(payloads, tmp_path: Path) -> None:
     m = sft.run(ctx)
     assert_checkpoint(ctx.out, "sft_loss.png")
     assert ctx.artifacts == [ctx.out / "plots" / "sft_loss.png"]
-    assert m[sft.HEADLINE] < 0.75 * m["val_sft_loss_before"]
+    assert m[stage_entry("sft").headline] < 0.75 * m["val_sft_loss_before"]
     assert logged(ctx, "val_sft_loss") == [(0, m["val_sft_loss_before"]), (8, m["val_sft_loss"])]
     losses = [v for _, v in logged(ctx, "train_loss")]
     assert len(losses) == 8 and losses[-1] < 0.75 * losses[0]
@@ -58,7 +59,7 @@ def test_sft_then_dpo_then_rlvr(payloads, tmp_path: Path) -> None:
     assert m["reward_accuracy"] > 0.5 and m["val_reward_margin"] > 0
     margins = [v for _, v in logged(ctx, "reward_margin")]
     assert margins[-1] > margins[0]
-    assert 0.0 <= m[dpo.HEADLINE] <= 1.0
+    assert 0.0 <= m[stage_entry("dpo").headline] <= 1.0
 
     ctx = context("rlvr", cfg, tmp_path, data, ctx.out)
     m = rlvr.run(ctx)
@@ -67,7 +68,7 @@ def test_sft_then_dpo_then_rlvr(payloads, tmp_path: Path) -> None:
         assert [s for s, _ in logged(ctx, key)] == [1, 2, 3], key
     assert all(0 <= v <= 1 for _, v in logged(ctx, "zero_variance_fraction"))
     assert all(1 <= v <= 16 for _, v in logged(ctx, "response_length"))
-    assert 0.0 <= m["val_accuracy_before"] <= 1.0 and 0.0 <= m[rlvr.HEADLINE] <= 1.0
+    assert 0.0 <= m["val_accuracy_before"] <= 1.0 and 0.0 <= m[stage_entry("rlvr").headline] <= 1.0
 
 
 def test_dpo_teaches_the_chosen_style(payloads, tmp_path: Path) -> None:
@@ -195,6 +196,6 @@ def test_cuda_post_training_runs_on_the_gpu_like_on_the_cpu(payloads, tmp_path: 
         assert got["sft"][key] == pytest.approx(want["sft"][key], rel=0.03), key
     for key in ("val_dpo_loss", "val_reward_margin"):
         assert got["dpo"][key] == pytest.approx(want["dpo"][key], rel=0.05, abs=0.02), key
-    assert 0.0 <= got["rlvr"][rlvr.HEADLINE] <= 1.0 and got["rlvr"]["steps"] == 4.0
+    assert 0.0 <= got["rlvr"][stage_entry("rlvr").headline] <= 1.0 and got["rlvr"]["steps"] == 4.0
     _, resumed = interrupted_then_resumed(rlvr, cfg, tmp_path / "gpu-killed", data, base, crash_at=3)
     assert min(s for s, _ in resumed.history if s) == 3
