@@ -17,10 +17,10 @@ from pydantic import Field, ValidationError, model_validator
 from olmoflow._base import Section
 from olmoflow.data.config import CurateConfig
 from olmoflow.evals.config import EvalConfig
-from olmoflow.model.config import ModelConfig, YarnConfig
+from olmoflow.model.config import ModelConfig
 from olmoflow.post.config import DPOConfig, RLVRConfig, SFTConfig
 from olmoflow.registry import REGISTRY, STAGES, stage as stage_entry
-from olmoflow.train.config import TrainConfig
+from olmoflow.train.config import LongContextConfig, MidtrainConfig, TrainConfig
 
 CONFIG_DIR = Path(os.environ.get("OLMOFLOW_CONFIG_DIR", Path(__file__).resolve().parent.parent / "configs"))
 SECTIONS = {s.name: s.section for s in REGISTRY}
@@ -39,28 +39,6 @@ class FlowSettings(Section):
     pod, so a one-click cluster run of any preset shares one store), else .olmoflow/store."""
     threads: int = Field(0, ge=0)
     """torch threads per process; 0 = all cores."""
-
-
-class MidtrainConfig(TrainConfig):
-    schedule: str = "linear"
-    warmup_steps: int = 0
-    mix: dict[str, float] = {}
-    """Target token proportion per domain (math/code/QA up-weighted); empty = curate's midtraining mix as is."""
-    soup_seeds: list[int] = []
-    """Train one run per seed and average their weights (Olmo 3 32B souped two); empty = one run."""
-
-
-class LongContextConfig(TrainConfig):
-    schedule: str = "linear"
-    warmup_steps: int = 200
-    seq_len: int = 65536
-    yarn: YarnConfig | None = YarnConfig()
-    long_fraction: float = Field(0.34, ge=0, le=1)
-    """Share of tokens from long documents; the rest is midtraining data."""
-    compress_drop: tuple[float, float] = (0.2, 0.2)
-    """Drop this fraction of the most and of the least gzip-compressible long documents."""
-    average_last: int = Field(0, ge=0)
-    """Average the weights of the last N in-stage checkpoints (Olmo 3 32B used 3); 0 = none."""
 
 
 class FlowConfig(Section):

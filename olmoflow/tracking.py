@@ -132,6 +132,18 @@ class Tracker:
     def end_stage(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status)
 
+    def record_stage(self, stage: str, fp: str, uri: str, params: dict[str, Any], status: str,
+                     metrics: dict[str, float] | None = None, tags: dict[str, str] | None = None) -> str:
+        """A stage run recorded whole, for a stage that did not run in this process (cached, skipped, or run by a
+        job): opened, given its metrics and tags, closed."""
+        run_id = self.start_stage(stage, fp, uri, params, status=status)
+        if metrics is not None:
+            self.log_metrics(run_id, metrics)
+        if tags:
+            self.set_tags(run_id, tags)
+        self.end_stage(run_id)
+        return run_id
+
     def stage_runs(self) -> list[Any]:
         """Nested stage runs of this flow run, oldest first."""
         runs = self.client.search_runs(

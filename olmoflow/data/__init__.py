@@ -12,7 +12,7 @@ minhash*.py              fuzzy dedup: MinHash signatures (per batch), LSH + exac
 tokenizer.py             byte-level BPE (train or load), encode_batch
 synthetic.py             TinyMATH-style arithmetic with disjoint eval / RL / train partitions
 mixing.py                token-constrained mixes written as shards per domain
-post.py / evalsets.py    post-training rows (SFT, DPO, RL) and eval items
+postsets.py, evalsets.py post-training rows (SFT, DPO, RL) and eval items
 report.py                metrics, report.md (sources x rules, dedup, contamination, mix vs target), plots
 execute.py               where the per-document work runs: in this process or on Ray Data
 shards.py                the shard format (ShardWriter / ShardSet)

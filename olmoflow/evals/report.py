@@ -7,10 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen before pyplot loads)
+from olmoflow.contract.report import pyplot, save_figure
 
 
 def write_results(out: Path, results: dict[str, Any]) -> Path:
@@ -62,7 +59,7 @@ def write_markdown(out: Path, results: dict[str, Any]) -> Path:
 def plot_tasks(path: Path, results: dict[str, Any]) -> Path:
     """One bar per task (its primary metric) with the chance level drawn across it."""
     names = list(results["tasks"])
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.6 * len(names) + 1), 3.5))
+    fig, ax = pyplot().subplots(figsize=(max(4.0, 1.6 * len(names) + 1), 3.5))
     scores = [results["tasks"][n]["metrics"][results["tasks"][n]["primary"]] for n in names]
     bars = ax.bar(range(len(names)), scores, color="#3b7dd8", label="score")
     for i, n in enumerate(names):
@@ -75,10 +72,7 @@ def plot_tasks(path: Path, results: dict[str, Any]) -> Path:
     ax.set_title("Task scores vs chance")
     if names:
         ax.legend(loc="upper right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 def plot_bpb(path: Path, results: dict[str, Any]) -> Path:
@@ -86,13 +80,10 @@ def plot_bpb(path: Path, results: dict[str, Any]) -> Path:
     lm = results["heldout"]
     names = list(lm["domains"]) + ["all"]
     values = [lm["domains"][n]["bpb"] for n in lm["domains"]] + [lm["all"]["bpb"]]
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(names) + 1), 3.5))
+    fig, ax = pyplot().subplots(figsize=(max(4.0, 1.1 * len(names) + 1), 3.5))
     bars = ax.bar(names, values, color=["#3bab6e"] * (len(names) - 1) + ["#555555"])
     ax.bar_label(bars, fmt="%.3f")
     ax.margins(y=0.12)  # room for the labels above the tallest bar
     ax.set_ylabel("bits per byte (lower is better)")
     ax.set_title("Held-out bits-per-byte by domain")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)

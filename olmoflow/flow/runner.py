@@ -94,10 +94,24 @@ def _tracker(cfg: FlowConfig, flow_run: str | None):
 def record_skipped(stage: str, cfg: FlowConfig, flow_run: str | None, why: str) -> StageResult:
     tracker = _tracker(cfg, flow_run)
     if tracker:
-        run_id = tracker.start_stage(stage, "", "", {}, status="skipped")
-        tracker.set_tags(run_id, {"olmoflow.skip_reason": why})
-        tracker.end_stage(run_id)
+        tracker.record_stage(stage, "", "", {}, "skipped", tags={"olmoflow.skip_reason": why})
     return StageResult(stage, "skipped")
+
+
+def from_manifest(stage: str, status: str, uri: str, fp: str, started: float) -> StageResult:
+    """The result of a stage whose artifact is in the store (cached, or published by a job), from its manifest."""
+    m = read_manifest(uri)  # an ArtifactError naming the URI if there is none
+    return StageResult(stage, status, uri, fp, m["kind"], m.get("metrics", {}), m.get("headline", ""),
+                       time.time() - started, m)
+
+
+def record_result(tracker, result: StageResult, stage_cfg: dict[str, Any],
+                  tags: dict[str, str] | None = None) -> None:
+    """MLflow's record of a stage whose artifact was made elsewhere (earlier, or by a job): its metrics, and the run
+    that made it."""
+    tracker.record_stage(result.stage, result.fingerprint, result.uri, stage_cfg, result.status, result.metrics, {
+        "olmoflow.made_by_run": result.manifest.get("mlflow_run_id") or "", "olmoflow.headline": result.headline,
+        **(tags or {}), "olmoflow.wall_s": f"{result.wall_s:.1f}"})
 
 
 def _world(spec: Stage):
@@ -226,17 +240,10 @@ def _mark_failed(tracker, run_id: str | None) -> None:
 def _cached(stage: str, fp: str, uri: str, stage_cfg: dict[str, Any], tracker, start: float) -> StageResult:
     # Only the manifest: whoever reads the payload (the next stage) verifies its checksums then, so a cached
     # multi-GB checkpoint is hashed once per run, not twice.
-    m = read_manifest(uri)
+    result = from_manifest(stage, "cached", uri, fp, start)
     log.info("%s: cached at %s", stage, uri)
-    result = StageResult(stage, "cached", uri, fp, m["kind"], m.get("metrics", {}), m.get("headline", ""),
-                         time.time() - start, m)
     if tracker:
-        run_id = tracker.start_stage(stage, fp, uri, stage_cfg, status="cached")
-        tracker.log_metrics(run_id, result.metrics)
-        tracker.set_tags(run_id, {"olmoflow.made_by_run": m.get("mlflow_run_id") or "",
-                                  "olmoflow.headline": result.headline,
-                                  "olmoflow.wall_s": f"{result.wall_s:.1f}"})
-        tracker.end_stage(run_id)
+        record_result(tracker, result, stage_cfg)
     return result
 
 

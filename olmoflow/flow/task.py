@@ -154,7 +154,7 @@ def _run_elsewhere(stage: str, cfg: FlowConfig, inputs: dict[str, str], flow_run
     """`start(command, fingerprint, uri)` runs `olmoflow stage ...` in other processes unless the artifact exists;
     then the manifest gives the result, and MLflow gets the stage's run (the job's own, nested, or a record)."""
     from olmoflow.artifacts import ArtifactStore, read_manifest
-    from olmoflow.flow.runner import address
+    from olmoflow.flow.runner import address, from_manifest, record_result
 
     started = time.time()
     store = ArtifactStore(cfg.flow.store, cfg.flow.name)
@@ -164,22 +164,16 @@ def _run_elsewhere(stage: str, cfg: FlowConfig, inputs: dict[str, str], flow_run
     if not store.is_complete(uri):
         start(stage_command(stage, cfg, inputs, flow_run), fp, uri)
         status = "ran"
-    m = read_manifest(uri)  # an ArtifactError naming the URI if the job ended without publishing it
-    result = StageResult(stage, status, uri, fp, m["kind"], m.get("metrics", {}), m.get("headline", ""),
-                         time.time() - started, m)
+    result = from_manifest(stage, status, uri, fp, started)  # the job may have ended without publishing it
     if flow_run:
         from olmoflow.tracking import Tracker
         tracker = Tracker(cfg.flow.name, flow_run)
+        m = result.manifest
         if status == "ran" and m.get("flow_run") == flow_run and m.get("mlflow_run_id"):
             # The job logged the stage itself, nested under this flow's run (--flow-run); say how big it was.
             tracker.set_tags(m["mlflow_run_id"], {"olmoflow.nodes": str(nodes)})
         else:
-            run_id = tracker.start_stage(stage, fp, uri, stage_cfg, status=status)
-            tracker.log_metrics(run_id, result.metrics)
-            tracker.set_tags(run_id, {"olmoflow.made_by_run": m.get("mlflow_run_id") or "",
-                                      "olmoflow.headline": result.headline, "olmoflow.nodes": str(nodes),
-                                      "olmoflow.wall_s": f"{result.wall_s:.1f}"})
-            tracker.end_stage(run_id)
+            record_result(tracker, result, stage_cfg, {"olmoflow.nodes": str(nodes)})
     return result
 
 

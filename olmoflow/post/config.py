@@ -7,44 +7,14 @@ from pydantic import Field, model_validator
 from olmoflow._base import Section
 
 
-class SFTConfig(Section):
-    steps: int = Field(500, gt=0)
-    seq_len: int = Field(4096, gt=0)
-    batch_size: int = Field(32, gt=0)
-    """Conversations per optimizer step."""
-    micro_batch: int = Field(4, gt=0)
-    lr: float = Field(5e-5, ge=0)
-    warmup_steps: int = Field(50, ge=0)
-    weight_decay: float = Field(0.0, ge=0)
-    grad_clip: float = Field(1.0, gt=0)
-    max_examples: int = Field(0, ge=0)
-    """0 = all conversations in the dataset."""
-    val_examples: int = Field(64, gt=0)
-    """Held-out conversations (a content-hash split of post/sft.jsonl) for the loss before and after."""
-    activation_checkpointing: bool = False
-    """Recompute each block's activations in backward instead of keeping them (a third more compute): what lets a
-    7B policy, its gradients and AdamW fit one GPU at these sequence lengths."""
-    checkpoint_every: int = Field(100, gt=0)
-    log_every: int = Field(10, gt=0)
-    seed: int = 0
+class PostTrainConfig(Section):
+    """What every post-training stage has: `steps` optimizer steps at `lr` in micro-batches, clipped, with in-stage
+    checkpoints and a seed. A stage restates a default only where its own differs."""
 
-
-class DPOConfig(Section):
-    steps: int = Field(200, gt=0)
-    seq_len: int = Field(2048, gt=0)
-    batch_size: int = Field(16, gt=0)
-    """Preference pairs per optimizer step."""
+    steps: int = Field(100, gt=0)
     micro_batch: int = Field(4, gt=0)
     lr: float = Field(1e-6, ge=0)
-    warmup_steps: int = Field(20, ge=0)
-    beta: float = Field(5.0, gt=0)
-    """Olmo 3 uses length-normalized DPO, whose beta is on per-token log-ratios, hence large."""
-    length_normalized: bool = True
     grad_clip: float = Field(1.0, gt=0)
-    max_pairs: int = Field(0, ge=0)
-    """0 = all pairs in the dataset."""
-    val_pairs: int = Field(64, gt=0)
-    """Held-out pairs (a content-hash split of post/dpo.jsonl) for preference accuracy before and after."""
     activation_checkpointing: bool = False
     """Recompute each block's activations in backward instead of keeping them (a third more compute): what lets a
     7B policy, its gradients and AdamW fit one GPU at these sequence lengths."""
@@ -53,15 +23,44 @@ class DPOConfig(Section):
     seed: int = 0
 
 
-class RLVRConfig(Section):
-    steps: int = Field(100, gt=0)
+class SFTConfig(PostTrainConfig):
+    steps: int = Field(500, gt=0)
+    seq_len: int = Field(4096, gt=0)
+    batch_size: int = Field(32, gt=0)
+    """Conversations per optimizer step."""
+    lr: float = Field(5e-5, ge=0)
+    warmup_steps: int = Field(50, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    max_examples: int = Field(0, ge=0)
+    """0 = all conversations in the dataset."""
+    val_examples: int = Field(64, gt=0)
+    """Held-out conversations (a content-hash split of post/sft.jsonl) for the loss before and after."""
+    checkpoint_every: int = Field(100, gt=0)
+    log_every: int = Field(10, gt=0)
+
+
+class DPOConfig(PostTrainConfig):
+    steps: int = Field(200, gt=0)
+    seq_len: int = Field(2048, gt=0)
+    batch_size: int = Field(16, gt=0)
+    """Preference pairs per optimizer step."""
+    warmup_steps: int = Field(20, ge=0)
+    beta: float = Field(5.0, gt=0)
+    """Olmo 3 uses length-normalized DPO, whose beta is on per-token log-ratios, hence large."""
+    length_normalized: bool = True
+    max_pairs: int = Field(0, ge=0)
+    """0 = all pairs in the dataset."""
+    val_pairs: int = Field(64, gt=0)
+    """Held-out pairs (a content-hash split of post/dpo.jsonl) for preference accuracy before and after."""
+
+
+class RLVRConfig(PostTrainConfig):
     prompts_per_step: int = Field(16, gt=0)
     group_size: int = Field(8, gt=1)
     """Completions sampled per prompt (GRPO group)."""
     max_new_tokens: int = Field(512, gt=0)
     temperature: float = Field(1.0, gt=0)
     top_p: float = Field(1.0, gt=0, le=1)
-    lr: float = Field(1e-6, ge=0)
     clip_low: float = Field(0.2, ge=0)
     clip_high: float = Field(0.272, ge=0)
     """Clip-higher: the upper ratio bound is looser than the lower one."""
@@ -77,13 +76,8 @@ class RLVRConfig(Section):
     """Prompts longer than this (in tokens, with the chat template) are skipped."""
     val_prompts: int = Field(64, gt=0)
     """Held-out RL prompts (a content-hash split of post/rl.jsonl), solved greedily before and after."""
-    grad_clip: float = Field(1.0, gt=0)
-    activation_checkpointing: bool = False
-    """Recompute each block's activations in backward instead of keeping them (a third more compute): what lets a
-    7B policy, its gradients and AdamW fit one GPU at these sequence lengths."""
     checkpoint_every: int = Field(20, gt=0)
     log_every: int = Field(1, gt=0)
-    seed: int = 0
 
     @model_validator(mode="after")
     def _check(self) -> "RLVRConfig":

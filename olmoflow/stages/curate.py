@@ -41,8 +41,8 @@ from olmoflow.data.dedup import content_hash, unit_interval, val_mask
 from olmoflow.data.evalsets import arc_items, arithmetic_items
 from olmoflow.data.execute import Executor, open_executor
 from olmoflow.data.mixing import TokDoc, plan_mix, write_domains
-from olmoflow.data.post import (dpo_from_hhh, dpo_from_items, rl_from_items, sft_from_items, sft_from_sharegpt,
-                                texts)
+from olmoflow.data.postsets import (dpo_from_hhh, dpo_from_items, rl_from_items, sft_from_items, sft_from_sharegpt,
+                                    texts)
 from olmoflow.data.report import flat_metrics, length_histogram, render_text, write_report
 from olmoflow.data.sources import check_sources, local_files, sources_root
 from olmoflow.data.tokenizer import EOS, encode_docs, load_tokenizer, train_bpe

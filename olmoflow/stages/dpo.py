@@ -22,12 +22,13 @@ import torch
 from torch import nn
 
 from olmoflow.contract.context import StageContext
+from olmoflow.contract.report import write_metrics
 from olmoflow.model.checkpoint import load_checkpoint, save_checkpoint
 from olmoflow.post.chat import ChatTemplate, Encoded, truncate
 from olmoflow.post.data import micro_batches, read_jsonl, split_heldout, stream_indices
 from olmoflow.post.dpo import dpo_loss, pair_logprobs
 from olmoflow.post.ranks import check_batch, padded_share, share
-from olmoflow.post.report import plot_curves, write_metrics
+from olmoflow.post.plots import plot_curves
 from olmoflow.post.state import resume_sharded
 from olmoflow.train import parallel
 from olmoflow.train.optim import build_optimizer
@@ -158,15 +159,15 @@ def run(ctx: StageContext) -> dict[str, float]:
     if ctx.lead:
         save_checkpoint(ctx.out, plain, ckpt / "tokenizer.json")
         write_metrics(ctx.out, metrics)
-        ctx.log_artifact(plot_curves(ctx.out / "plots" / "dpo.png",
-                                     {"loss": {"train": loop["curve"],
-                                               "held-out": [[0, loop["before"]["val_dpo_loss"]],
-                                                            [cfg.steps, after["val_dpo_loss"]]]},
-                                      "reward margin": {"train": loop["margin"]},
-                                      "held-out accuracy": {
-                                          "preference": [[0, loop["before"]["pref_accuracy"]],
-                                                         [cfg.steps, after["pref_accuracy"]]],
-                                          "reward": [[0, loop["before"]["reward_accuracy"]],
-                                                     [cfg.steps, after["reward_accuracy"]]]}},
-                                     "DPO"))
+        plot_curves(ctx, "dpo.png",
+                    {"loss": {"train": loop["curve"],
+                              "held-out": [[0, loop["before"]["val_dpo_loss"]],
+                                           [cfg.steps, after["val_dpo_loss"]]]},
+                     "reward margin": {"train": loop["margin"]},
+                     "held-out accuracy": {
+                         "preference": [[0, loop["before"]["pref_accuracy"]],
+                                        [cfg.steps, after["pref_accuracy"]]],
+                         "reward": [[0, loop["before"]["reward_accuracy"]],
+                                    [cfg.steps, after["reward_accuracy"]]]}},
+                    "DPO")
     return metrics

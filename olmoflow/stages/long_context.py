@@ -18,6 +18,7 @@ import torch
 
 from olmoflow.contract.context import StageContext
 from olmoflow.model import ModelConfig, Olmo3
+from olmoflow.contract.report import write_metrics
 from olmoflow.model.checkpoint import load_checkpoint, save_checkpoint
 from olmoflow.train.dataset import check_same_tokenizer, domain_docs, heldout_docs, long_heldout, special_ids
 from olmoflow.train.evaluate import bucket_means, position_losses, val_losses
@@ -25,7 +26,7 @@ from olmoflow.train.loader import TokenLoader
 from olmoflow.train.longdocs import filter_long
 from olmoflow.train.loop import Trainer
 from olmoflow.train.packing import Docs
-from olmoflow.train.report import loss_curve, position_curve, write_metrics
+from olmoflow.train.plots import loss_curve, position_curve
 from olmoflow.train.resume import Resumer
 from olmoflow.train.world import World
 
@@ -148,5 +149,5 @@ def run(ctx: StageContext) -> dict[str, float]:
     ctx.log_metrics(val, step=result.steps)
     save_checkpoint(ctx.out, model, ckpt / "tokenizer.json")
     loss_curve(ctx, {"": result.curve}, {"val": val["val_loss"]})
-    write_metrics(ctx, metrics, extra)
+    write_metrics(ctx.out, metrics, extra)
     return metrics

@@ -13,13 +13,14 @@ where it stopped.
 from __future__ import annotations
 
 from olmoflow.contract.context import StageContext
+from olmoflow.contract.report import write_metrics
 from olmoflow.model.checkpoint import load_checkpoint, save_checkpoint
 from olmoflow.train.averaging import WeightSum
 from olmoflow.train.dataset import check_same_tokenizer, domain_docs, heldout_docs, open_tokenizer, special_ids
 from olmoflow.train.evaluate import val_losses
 from olmoflow.train.loader import TokenLoader
 from olmoflow.train.loop import Trainer
-from olmoflow.train.report import loss_curve, write_metrics
+from olmoflow.train.plots import loss_curve
 from olmoflow.train.resume import Resumer
 from olmoflow.train.world import World
 
@@ -80,5 +81,5 @@ def run(ctx: StageContext) -> dict[str, float]:
         save_checkpoint(ctx.out, model, ckpt / "tokenizer.json")
         loss_curve(ctx, {f"seed {s}" if len(seeds) > 1 else "": c for s, c in zip(seeds, soup["curves"])},
                    {"val (soup)" if len(seeds) > 1 else "val": val["val_loss"]})
-        write_metrics(ctx, metrics)
+        write_metrics(ctx.out, metrics)
     return metrics

@@ -19,12 +19,13 @@ import torch
 
 from olmoflow.contract.context import StageContext
 from olmoflow.model import ModelConfig, Olmo3
+from olmoflow.contract.report import write_metrics
 from olmoflow.model.checkpoint import load_checkpoint, save_checkpoint
 from olmoflow.train.dataset import check_vocab, domain_docs, heldout_docs, open_tokenizer, special_ids
 from olmoflow.train.evaluate import val_losses
 from olmoflow.train.loader import TokenLoader
 from olmoflow.train.loop import Trainer
-from olmoflow.train.report import loss_curve, write_metrics
+from olmoflow.train.plots import loss_curve
 from olmoflow.train.resume import Resumer
 from olmoflow.train.world import World
 
@@ -76,5 +77,5 @@ def run(ctx: StageContext) -> dict[str, float]:
     if ctx.lead:
         save_checkpoint(ctx.out, model, tok_path)
         loss_curve(ctx, {"": result.curve}, {"val": val["val_loss"]})
-        write_metrics(ctx, metrics)
+        write_metrics(ctx.out, metrics)
     return metrics

@@ -26,11 +26,12 @@ from torch import nn
 
 from olmoflow.contract.context import StageContext
 from olmoflow.model import generate
+from olmoflow.contract.report import write_metrics
 from olmoflow.model.checkpoint import load_checkpoint, save_checkpoint
 from olmoflow.post.chat import ChatTemplate
 from olmoflow.post.data import read_jsonl, split_heldout, stream_indices
 from olmoflow.post.grpo import policy_update, to_samples
-from olmoflow.post.report import plot_curves, write_metrics
+from olmoflow.post.plots import plot_curves
 from olmoflow.post.rollout import Group, active_sample, sample_groups
 from olmoflow.post.state import load_state, save_state
 from olmoflow.post.verifiers import get_verifier
@@ -147,8 +148,8 @@ def run(ctx: StageContext) -> dict[str, float]:
                "mean_reward_last": rewards[-1], "steps": float(cfg.steps)}
     save_checkpoint(ctx.out, model, ckpt / "tokenizer.json")
     write_metrics(ctx.out, metrics)
-    ctx.log_artifact(plot_curves(ctx.out / "plots" / "rlvr_reward.png",
-                                 {"reward": {"sampled (mean)": loop["reward"],
-                                             "held-out (greedy)": [[0, loop["val_before"]], [cfg.steps, after]]}},
-                                 "RLVR"))
+    plot_curves(ctx, "rlvr_reward.png",
+                {"reward": {"sampled (mean)": loop["reward"],
+                            "held-out (greedy)": [[0, loop["val_before"]], [cfg.steps, after]]}},
+                "RLVR")
     return metrics

@@ -19,12 +19,13 @@ import torch
 from torch import nn
 
 from olmoflow.contract.context import StageContext
+from olmoflow.contract.report import write_metrics
 from olmoflow.model.checkpoint import load_checkpoint, save_checkpoint
 from olmoflow.post.chat import ChatTemplate, Encoded, truncate
 from olmoflow.post.data import micro_batches, pad_batch, read_jsonl, split_heldout, stream_indices
 from olmoflow.post.logprobs import masked_sums
 from olmoflow.post.ranks import check_batch, padded_share, share
-from olmoflow.post.report import plot_curves, write_metrics
+from olmoflow.post.plots import plot_curves
 from olmoflow.post.sft import sft_backward
 from olmoflow.post.state import resume_sharded
 from olmoflow.train import parallel
@@ -114,9 +115,9 @@ def run(ctx: StageContext) -> dict[str, float]:
     if ctx.lead:
         save_checkpoint(ctx.out, plain, ckpt / "tokenizer.json")
         write_metrics(ctx.out, metrics)
-        ctx.log_artifact(plot_curves(ctx.out / "plots" / "sft_loss.png",
-                                     {"loss (nats per assistant token)": {
-                                         "train": loop["curve"],
-                                         "held-out": [[0, loop["val_before"]], [cfg.steps, val_after]]}},
-                                     "SFT"))
+        plot_curves(ctx, "sft_loss.png",
+                    {"loss (nats per assistant token)": {
+                        "train": loop["curve"],
+                        "held-out": [[0, loop["val_before"]], [cfg.steps, val_after]]}},
+                    "SFT")
     return metrics

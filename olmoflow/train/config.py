@@ -1,4 +1,5 @@
-"""Knobs of one training run (pretrain, midtrain, long-context). Defaults are Olmo 3 7B pretraining."""
+"""Knobs of one training run (pretrain, midtrain, long-context). TrainConfig's defaults are Olmo 3 7B pretraining;
+midtraining and long-context extension change a few and add their own."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from olmoflow._base import Section
+from olmoflow.model.config import YarnConfig
 
 
 class TrainConfig(Section):
@@ -61,3 +63,25 @@ class TrainConfig(Section):
     @property
     def grad_accum(self) -> int:
         return self.batch_tokens // (self.seq_len * self.micro_batch)
+
+
+class MidtrainConfig(TrainConfig):
+    schedule: str = "linear"
+    warmup_steps: int = 0
+    mix: dict[str, float] = {}
+    """Target token proportion per domain (math/code/QA up-weighted); empty = curate's midtraining mix as is."""
+    soup_seeds: list[int] = []
+    """Train one run per seed and average their weights (Olmo 3 32B souped two); empty = one run."""
+
+
+class LongContextConfig(TrainConfig):
+    schedule: str = "linear"
+    warmup_steps: int = 200
+    seq_len: int = 65536
+    yarn: YarnConfig | None = YarnConfig()
+    long_fraction: float = Field(0.34, ge=0, le=1)
+    """Share of tokens from long documents; the rest is midtraining data."""
+    compress_drop: tuple[float, float] = (0.2, 0.2)
+    """Drop this fraction of the most and of the least gzip-compressible long documents."""
+    average_last: int = Field(0, ge=0)
+    """Average the weights of the last N in-stage checkpoints (Olmo 3 32B used 3); 0 = none."""

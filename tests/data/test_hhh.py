@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from olmoflow.data import hhh
-from olmoflow.data.post import dpo_from_hhh
+from olmoflow.data.postsets import dpo_from_hhh
 
 VENDORED = Path(__file__).resolve().parents[2] / "data" / "hhh_alignment"
 

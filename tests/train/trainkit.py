@@ -15,6 +15,7 @@ from kit import make_test_context
 from olmoflow.config import from_dict
 from olmoflow.contract.context import StageContext
 from olmoflow.model import Olmo3
+from olmoflow.registry import stage as stage_entry
 from olmoflow.train.loader import TokenLoader
 from olmoflow.train.loop import Trainer
 from olmoflow.train.packing import Docs
@@ -50,7 +51,7 @@ def flow_config(stage_key: str = "pretrain", **train):
 
 def make_trainer(root: Path, stage: str = "pretrain", data_seed: int = 0, **train) -> tuple[StageContext, Trainer]:
     """A fresh model, loader and trainer over `root`; the work dir (in-stage checkpoints) is root/{stage}.work."""
-    key = stage.replace("-", "_")
+    key = stage_entry(stage).section
     cfg = flow_config(key, **train)
     tcfg = getattr(cfg, key)
     ctx = make_test_context(stage, cfg, root)
