@@ -129,6 +129,10 @@ def cmd_stage(args) -> int:
             raise ConfigError(f"config error: --input {item!r}: expected NAME=URI")
         name, uri = item.split("=", 1)
         inputs[name] = uri
+    if args.stage == "curate":  # its sources are checked before any compute, as `olmoflow run` does
+        from olmoflow.flow.plan import Plan
+        from olmoflow.flow.preflight import preflight
+        preflight(cfg, Plan("curate", "curate", ""))
     setup_logging()
     from olmoflow.train.world import World, shutdown
     result = run_stage(args.stage, cfg, inputs, args.flow_run or None)

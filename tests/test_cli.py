@@ -8,8 +8,9 @@ import pytest
 
 
 def olmoflow(cwd, *args, env=None):
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{cwd}/m.db", **(env or {})}
     return subprocess.run([sys.executable, "-m", "olmoflow.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=120, env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{cwd}/m.db", **(env or {})})
+                          timeout=120, env=env)
 
 
 @pytest.mark.parametrize("args,exit_code,message", [
@@ -27,9 +28,18 @@ def test_bad_input_exits_with_one_line(tmp_path, args, exit_code, message):
     assert not (tmp_path / ".olmoflow" / "store").exists()
 
 
-def test_missing_data_names_the_source(tmp_path):
-    res = olmoflow(tmp_path, "run", "--config", "smoke", "--set", f"curate.sources_dir={tmp_path}/none")
+@pytest.mark.parametrize("command", [["run"], ["stage", "curate"]])
+def test_a_missing_sources_folder_is_one_line(tmp_path, command):
+    res = olmoflow(tmp_path, *command, "--config", "smoke", "--set", f"curate.sources_dir={tmp_path}/none")
     assert res.returncode == 1
+    assert res.stderr.strip() == (f"olmoflow: curate: sources_dir '{tmp_path}/none' is not a folder (run `make data`, "
+                                  "or set curate.sources_dir)")
+
+
+def test_a_missing_required_source_names_it(tmp_path):
+    (tmp_path / "sources").mkdir()
+    res = olmoflow(tmp_path, "stage", "curate", "--config", "smoke", "--set", f"curate.sources_dir={tmp_path}/sources")
+    assert res.returncode == 1 and len(res.stderr.strip().splitlines()) == 1
     assert "source 'python-stdlib'" in res.stderr and "make data" in res.stderr
 
 

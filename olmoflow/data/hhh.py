@@ -4,7 +4,7 @@ PyPI's `bigbench` sdist that used to carry the task can no longer be downloaded,
 pairs as re-published (Apache-2.0) by prometheus-eval: each pair wraps one dialogue and one reply in a grading
 prompt. `convert` checks the file against its SHA256SUMS, cuts dialogue and reply out of the prompts, and writes
 BIG-bench's own layout, `{category}/task.json` with `{"examples": [{"input", "target_scores"}]}`, which is what
-`curate.post.hhh` reads (olmoflow/data/post.py), so the pairs come out exactly as from the original task files.
+`curate.post.hhh` reads (olmoflow/data/postsets.py), so the pairs come out exactly as from the original task files.
 """
 
 from __future__ import annotations

