@@ -89,8 +89,13 @@ def write_datatrove_input(texts: list[str], folder: Path, threads: int) -> None:
 def datatrove_dedup(folder: Path, threads: int) -> set[int]:
     """Indices datatrove's four MinHash steps remove from the JSONL corpus in folder/input."""
     from datatrove.executor import LocalPipelineExecutor
-    from datatrove.pipeline.dedup.minhash import (MinhashConfig, MinhashDedupBuckets, MinhashDedupCluster,
-                                                  MinhashDedupFilter, MinhashDedupSignature)
+    from datatrove.pipeline.dedup.minhash import (
+        MinhashConfig,
+        MinhashDedupBuckets,
+        MinhashDedupCluster,
+        MinhashDedupFilter,
+        MinhashDedupSignature,
+    )
     from datatrove.pipeline.readers import JsonlReader
     from datatrove.pipeline.writers import JsonlWriter
     from datatrove.utils.hashing import HashConfig
@@ -197,8 +202,8 @@ def main() -> None:
         got: dict[str, list[tuple[float, set[int]]]] = {**{name: [] for name in ours}, "datatrove": []}
         for folder in folders:
             for name, t in ours.items():
-                got[name].append(clock(lambda: olmoflow_dedup(corpus.texts, args.threads, t)))
-            got["datatrove"].append(clock(lambda: datatrove_dedup(folder, args.threads)))
+                got[name].append(clock(lambda t=t: olmoflow_dedup(corpus.texts, args.threads, t)))
+            got["datatrove"].append(clock(lambda folder=folder: datatrove_dedup(folder, args.threads)))
     runs = []
     for name, results in got.items():
         assert all(r == results[0][1] for _, r in results), f"{name}: removals differ between repeats"

@@ -46,10 +46,9 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+import kernel_profile  # bench/kernel_profile.py, beside this script
 import torch
 from torch._dynamo.utils import counters
-
-import kernel_profile  # bench/kernel_profile.py, beside this script
 
 from olmoflow.model import ModelConfig, Olmo3, flex
 from olmoflow.model.flops import flops_per_token, num_params

@@ -10,8 +10,9 @@ step loses to its floor. Used by bench/gpu_step.py --profile; the classifier is 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 

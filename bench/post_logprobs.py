@@ -34,7 +34,7 @@ def full_logits(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor
 VARIANTS = {"olmoflow": token_logprobs, "log_softmax": full_logits}
 
 
-def measure(name: str, args: argparse.Namespace, out: "mp.Queue") -> None:
+def measure(name: str, args: argparse.Namespace, out: mp.Queue) -> None:
     torch.set_num_threads(args.threads or torch.get_num_threads())
     g = torch.Generator().manual_seed(0)
     hidden = torch.randn(args.tokens, args.d_model, generator=g).requires_grad_()

@@ -19,7 +19,8 @@ from olmoflow.data.config import CurateConfig
 from olmoflow.evals.config import EvalConfig
 from olmoflow.model.config import ModelConfig
 from olmoflow.post.config import DPOConfig, RLVRConfig, SFTConfig
-from olmoflow.registry import REGISTRY, STAGES, stage as stage_entry
+from olmoflow.registry import REGISTRY, STAGES
+from olmoflow.registry import stage as stage_entry
 from olmoflow.train.config import LongContextConfig, MidtrainConfig, TrainConfig
 
 CONFIG_DIR = Path(os.environ.get("OLMOFLOW_CONFIG_DIR", Path(__file__).resolve().parent.parent / "configs"))
@@ -54,7 +55,7 @@ class FlowConfig(Section):
     eval: EvalConfig = Field(default_factory=EvalConfig)
 
     @model_validator(mode="after")
-    def _check(self) -> "FlowConfig":
+    def _check(self) -> FlowConfig:
         m = self.model
         for key in ("pretrain", "midtrain"):
             seq = getattr(self, key).seq_len

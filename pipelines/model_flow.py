@@ -14,7 +14,6 @@ latest artifact of each kind it takes. Pod settings come from one
 PipelineSettings (olmoflow.cluster.settings), which also gives the parameters their defaults.
 """
 
-from typing import List
 
 from kfp import dsl
 
@@ -36,7 +35,7 @@ def build(settings: PipelineSettings):
     # One nodes_{section} parameter per stage that scales out (olmoflow/registry.py); KFP reads the parameters
     # from the signature, so they are spelled out here and tests/flow/test_pipeline.py holds them to the registry.
     @dsl.pipeline(name=PIPELINE_NAME, description=DESCRIPTION)
-    def model_flow(config: str = "tiny", overrides: List[str] = [], start: str = "curate", stop: str = "eval",
+    def model_flow(config: str = "tiny", overrides: list[str] = [], start: str = "curate", stop: str = "eval",
                    init: str = "", flow_run: str = "", image_tag: str = s.image_tag,
                    gpus_per_node: int = s.gpus_per_node, gpu_node_selector: dict = s.node_selector,
                    gpu_tolerations: list = s.toleration_list(),

@@ -2,7 +2,6 @@
 thread for every test."""
 
 import pytest
-
 from fixtures.s3 import moto_server, s3_uri  # noqa: F401
 
 

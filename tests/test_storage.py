@@ -10,19 +10,28 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import boto3
 import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.response import StreamingBody
+from fixtures.s3 import moto_server, s3_uri  # noqa: F401  (pytest fixtures)
 from urllib3.exceptions import ProtocolError
 
 import olmoflow.storage.s3 as s3mod
-from fixtures.s3 import moto_server, s3_uri  # noqa: F401  (pytest fixtures)
-from olmoflow.storage import (LocalStorage, ObjectExists, ObjectNotFound, StorageConfig, StorageError, is_remote,
-                              join, storage_for)
+from olmoflow.storage import (
+    LocalStorage,
+    ObjectExists,
+    ObjectNotFound,
+    StorageConfig,
+    StorageError,
+    is_remote,
+    join,
+    storage_for,
+)
 from olmoflow.storage.local import TMP_PREFIX
 from olmoflow.storage.s3 import S3Storage
 

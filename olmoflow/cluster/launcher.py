@@ -4,8 +4,8 @@
 
 Polling (with backoff) rather than a watch keeps the loop simple and survives API-server restarts in a days-long
 run. Logs are re-read with timestamps each poll (only the recent tail after the first read) and only lines newer
-than the last one printed are emitted, so output is never repeated, even across dropped connections. The job is deleted in a `finally`: a
-failed, timed-out or interrupted launch never leaves GPU nodes held.
+than the last one printed are emitted, so output is never repeated, even across dropped connections. The job is
+deleted in a `finally`: a failed, timed-out or interrupted launch never leaves GPU nodes held.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ defaults, and holds what belongs to the install rather than to a run: the GPU re
 timeout, and the Secret/ConfigMap names. `olmoflow compile` bakes them from defaults (= the chart's values.yaml for
 release `olmoflow`), a settings YAML, or the chart's own cluster.json:
 
-    olmoflow compile --cluster-config cluster.json      # gpuPool, images, S3 Secret and timeout as the chart renders them
+    olmoflow compile --cluster-config cluster.json   # gpuPool, images, S3 Secret and timeout as the chart renders
 
 kfp.local ignores the resource and Kubernetes settings (it warns about resources, which `olmoflow run` filters) and
 the image; it does set plain env vars, which is harmless: only a task given more than one node reads
@@ -61,7 +61,8 @@ class PipelineSettings(Section):
     gpu_resource: str = "nvidia.com/gpu"
     """Extended resource a GPU task requests (gpuPool.gpuResource)."""
     gpus_per_node: int = Field(8, ge=1)
-    """Default of the gpus_per_node parameter: GPUs a GPU task (or each node of a job) requests (gpuPool.gpusPerNode)."""
+    """Default of the gpus_per_node parameter: GPUs a GPU task (or each node of a job) requests
+    (gpuPool.gpusPerNode)."""
     node_selector: dict[str, str] = {}
     """Default of the gpu_node_selector parameter: labels of the GPU pool (gpuPool.nodeSelector)."""
     tolerations: list[Toleration] = [Toleration(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from olmoflow.storage import join, storage_for
 

@@ -8,7 +8,6 @@ from pydantic import Field, model_validator
 
 from olmoflow._base import Section
 
-
 FilterKind = Literal["prose", "code", "none"]
 """The quality rule sets of olmoflow/data/filters.py."""
 
@@ -112,7 +111,7 @@ class ProseFilterConfig(Section):
     takes what is mostly code, dumps or LaTeX. Never applied to code."""
 
     @model_validator(mode="after")
-    def _check(self) -> "ProseFilterConfig":
+    def _check(self) -> ProseFilterConfig:
         for name in ("max_top_ngram", "max_dup_ngram"):
             if any(n < 1 or not 0 <= x <= 1 for n, x in getattr(self, name).items()):
                 raise ValueError(f"{name}: keys are n-gram sizes (>= 1), values shares in [0, 1]")
@@ -173,7 +172,7 @@ class MixConfig(Section):
     """Only sources of this tier or better enter the mix; None = all."""
 
     @model_validator(mode="after")
-    def _check(self) -> "MixConfig":
+    def _check(self) -> MixConfig:
         if not self.domains or any(v <= 0 for v in self.domains.values()):
             raise ValueError("domains: needs at least one domain, each with a share > 0")
         return self
@@ -319,7 +318,7 @@ class CurateConfig(Section):
     """Where the per-file and per-document steps run (in this process, or Ray Data locally or on a cluster)."""
 
     @model_validator(mode="after")
-    def _check(self) -> "CurateConfig":
+    def _check(self) -> CurateConfig:
         names = [s.name for s in self.sources]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:

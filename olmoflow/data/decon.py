@@ -39,9 +39,9 @@ from __future__ import annotations
 
 import re
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from itertools import repeat
-from typing import Iterable
 
 import numpy as np
 
@@ -234,7 +234,7 @@ class DeconIndex:
                     return True
         return False
 
-    def tally(self) -> "DeconTally":
+    def tally(self) -> DeconTally:
         """An empty tally for this index's tasks and settings."""
         return DeconTally(dict(self.items_per_task), self.cfg.enabled, self.n, self.cfg.threshold)
 
@@ -279,7 +279,7 @@ class DeconTally:
         for task, item in hits:
             self.hit_items.setdefault(task, set()).add(item)
 
-    def merge(self, other: "DeconTally") -> "DeconTally":
+    def merge(self, other: DeconTally) -> DeconTally:
         self.docs.update(other.docs)
         for src, c in other.by_source.items():
             self.by_source.setdefault(src, Counter()).update(c)

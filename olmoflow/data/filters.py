@@ -30,7 +30,7 @@ from __future__ import annotations
 import functools
 import re
 import string
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

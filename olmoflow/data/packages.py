@@ -11,8 +11,9 @@ import subprocess
 import sys
 import tarfile
 import zipfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
+
 
 class PackageError(RuntimeError):
     """A download or extraction failed; the message is one line naming the package."""

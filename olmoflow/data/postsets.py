@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from olmoflow.data.normalize import normalize
-from olmoflow.data.synthetic import Item, wrong_answer, worked
+from olmoflow.data.synthetic import Item, worked, wrong_answer
 
 ROLES = {"human": "user", "gpt": "assistant"}
 _ASCII_LETTER = re.compile(r"[A-Za-z]")

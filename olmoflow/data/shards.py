@@ -6,8 +6,8 @@ tokens[idx[i]:idx[i+1]]). Readers memory-map them, so a 100 GB dataset costs no 
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -49,7 +49,7 @@ class ShardWriter:
     def close(self) -> None:
         self._flush()
 
-    def __enter__(self) -> "ShardWriter":
+    def __enter__(self) -> ShardWriter:
         return self
 
     def __exit__(self, *exc) -> None:

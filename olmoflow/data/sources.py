@@ -27,9 +27,9 @@ import json
 import os
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 from olmoflow.data.config import CurateConfig, SourceConfig
 from olmoflow.storage import StorageError, is_remote, join, storage_for

@@ -7,8 +7,8 @@ before BPE by default, so "1234" is four tokens and a small model sees arithmeti
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers

@@ -41,7 +41,7 @@ class EvalConfig(Section):
     sft, dpo or rlvr (its manifest says which stage made it) or ships a chat template, else base."""
 
     @model_validator(mode="after")
-    def _check(self) -> "EvalConfig":
+    def _check(self) -> EvalConfig:
         if self.bpb_overlap >= self.seq_len:
             raise ValueError(f"bpb_overlap ({self.bpb_overlap}) must be shorter than seq_len ({self.seq_len})")
         return self

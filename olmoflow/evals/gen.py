@@ -13,8 +13,9 @@ compared as stripped text.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from fractions import Fraction
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from tokenizers import Tokenizer

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer
 
-from olmoflow.evals.lm import Progress, Request, no_progress, document_requests, score_requests
+from olmoflow.evals.lm import Progress, Request, document_requests, no_progress, score_requests
 
 FORMULA = "bpb = sum(token NLL in nats) / (ln 2 * UTF-8 bytes); loss = sum(NLL) / tokens"
 

@@ -9,8 +9,8 @@ fixed budget of padded tokens, so it takes a few long sequences or many short on
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Sequence
 
 import torch
 

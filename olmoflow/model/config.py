@@ -44,7 +44,7 @@ class ModelConfig(Section):
     "auto"."""
 
     @model_validator(mode="after")
-    def _check(self) -> "ModelConfig":
+    def _check(self) -> ModelConfig:
         if self.n_heads % self.n_kv_heads:
             raise ValueError(
                 f"n_heads ({self.n_heads}) must be divisible by n_kv_heads ({self.n_kv_heads})")
@@ -58,9 +58,9 @@ class ModelConfig(Section):
         return (i + 1) % 4 == 0 or i == self.n_layers - 1
 
     @classmethod
-    def olmo3_7b(cls) -> "ModelConfig":
+    def olmo3_7b(cls) -> ModelConfig:
         return cls()
 
     @classmethod
-    def olmo3_32b(cls) -> "ModelConfig":
+    def olmo3_32b(cls) -> ModelConfig:
         return cls(d_model=5120, n_layers=64, n_heads=40, n_kv_heads=8, mlp_hidden=27648)

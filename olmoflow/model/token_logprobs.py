@@ -16,8 +16,15 @@ from __future__ import annotations
 
 import torch
 
-from olmoflow.model.lm_loss import IGNORE, LOG2E, _as_autocast_would, _backprop_chunk, chunk_rows, compiled, \
-    row_cross_entropy
+from olmoflow.model.lm_loss import (
+    IGNORE,
+    LOG2E,
+    _as_autocast_would,
+    _backprop_chunk,
+    chunk_rows,
+    compiled,
+    row_cross_entropy,
+)
 
 
 def chunk_logprobs(logits: torch.Tensor, y: torch.Tensor, inv_temp: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -80,7 +80,7 @@ class RLVRConfig(PostTrainConfig):
     log_every: int = Field(1, gt=0)
 
     @model_validator(mode="after")
-    def _check(self) -> "RLVRConfig":
+    def _check(self) -> RLVRConfig:
         if self.clip_high < self.clip_low:
             raise ValueError(f"clip_high ({self.clip_high}) is below clip_low ({self.clip_low})")
         return self

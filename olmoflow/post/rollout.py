@@ -4,8 +4,9 @@ and refills the batch with fresh prompts (active sampling), up to a bounded numb
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn

@@ -8,8 +8,8 @@ rationals, so "1,234" = "1234", "0.50" = "1/2" = "\\frac{1}{2}", "$7" = "7"; the
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from fractions import Fraction
-from typing import Callable
 
 # A leading minus only when it is not a binary minus ("5-3" holds 5 and 3); thousands need groups of three.
 NUMBER = re.compile(r"(?<![\d.])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+|/\d+)?")

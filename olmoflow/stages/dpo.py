@@ -27,8 +27,8 @@ from olmoflow.model.checkpoint import load_checkpoint, save_checkpoint
 from olmoflow.post.chat import ChatTemplate, Encoded, truncate
 from olmoflow.post.data import micro_batches, read_jsonl, split_heldout, stream_indices
 from olmoflow.post.dpo import dpo_loss, pair_logprobs
-from olmoflow.post.ranks import check_batch, padded_share, share
 from olmoflow.post.plots import plot_curves
+from olmoflow.post.ranks import check_batch, padded_share, share
 from olmoflow.post.state import resume_sharded
 from olmoflow.train import parallel
 from olmoflow.train.optim import build_optimizer

@@ -26,7 +26,8 @@ from olmoflow.evals.report import plot_bpb, plot_tasks, write_markdown, write_re
 from olmoflow.evals.tasks import TASKS, chance, load_items
 from olmoflow.model import generate
 from olmoflow.model.checkpoint import load_checkpoint
-from olmoflow.registry import REGISTRY, stage as stage_entry
+from olmoflow.registry import REGISTRY
+from olmoflow.registry import stage as stage_entry
 from olmoflow.train.world import World
 
 CHAT_STAGES = tuple(s.name for s in REGISTRY if s.chat)

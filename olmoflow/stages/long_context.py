@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from olmoflow.contract.context import StageContext
-from olmoflow.model import ModelConfig, Olmo3
 from olmoflow.contract.report import write_metrics
+from olmoflow.model import ModelConfig, Olmo3
 from olmoflow.model.checkpoint import load_checkpoint, save_checkpoint
 from olmoflow.train.dataset import check_same_tokenizer, domain_docs, heldout_docs, long_heldout, special_ids
 from olmoflow.train.evaluate import bucket_means, position_losses, val_losses

@@ -18,8 +18,8 @@ from __future__ import annotations
 import torch
 
 from olmoflow.contract.context import StageContext
-from olmoflow.model import ModelConfig, Olmo3
 from olmoflow.contract.report import write_metrics
+from olmoflow.model import ModelConfig, Olmo3
 from olmoflow.model.checkpoint import load_checkpoint, save_checkpoint
 from olmoflow.train.dataset import check_vocab, domain_docs, heldout_docs, open_tokenizer, special_ids
 from olmoflow.train.evaluate import val_losses

@@ -19,14 +19,15 @@ Held-out prompts (a content-hash split) are solved greedily before and after: `v
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
 
 from olmoflow.contract.context import StageContext
-from olmoflow.model import generate
 from olmoflow.contract.report import write_metrics
+from olmoflow.model import generate
 from olmoflow.model.checkpoint import load_checkpoint, save_checkpoint
 from olmoflow.post.chat import ChatTemplate
 from olmoflow.post.data import read_jsonl, split_heldout, stream_indices

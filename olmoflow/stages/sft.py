@@ -24,8 +24,8 @@ from olmoflow.model.checkpoint import load_checkpoint, save_checkpoint
 from olmoflow.post.chat import ChatTemplate, Encoded, truncate
 from olmoflow.post.data import micro_batches, pad_batch, read_jsonl, split_heldout, stream_indices
 from olmoflow.post.logprobs import masked_sums
-from olmoflow.post.ranks import check_batch, padded_share, share
 from olmoflow.post.plots import plot_curves
+from olmoflow.post.ranks import check_batch, padded_share, share
 from olmoflow.post.sft import sft_backward
 from olmoflow.post.state import resume_sharded
 from olmoflow.train import parallel

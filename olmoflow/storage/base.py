@@ -9,9 +9,9 @@ from __future__ import annotations
 import abc
 import os
 import re
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
 
 from olmoflow.storage.config import StorageConfig
 

@@ -11,8 +11,9 @@ import errno
 import os
 import secrets
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 from urllib.parse import unquote, urlparse
 
 from olmoflow.storage.base import ObjectExists, ObjectNotFound, Storage, StorageError, scheme

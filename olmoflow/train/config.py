@@ -51,7 +51,7 @@ class TrainConfig(Section):
     seed: int = 0
 
     @model_validator(mode="after")
-    def _check(self) -> "TrainConfig":
+    def _check(self) -> TrainConfig:
         if self.batch_tokens % (self.seq_len * self.micro_batch):
             raise ValueError(
                 f"batch_tokens ({self.batch_tokens}) must be a multiple of seq_len * micro_batch "

@@ -8,8 +8,8 @@ scores a training token, and it compares stages that share a tokenizer.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 from tokenizers import Tokenizer

@@ -7,7 +7,7 @@ freed after (parallel.reshard says why)."""
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 import torch

@@ -10,8 +10,8 @@ checkpoint written by N ranks resumes on M.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 import torch

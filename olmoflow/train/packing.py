@@ -33,7 +33,7 @@ class Docs:
         self.shard, self.start, self.length = shard, start, length
 
     @classmethod
-    def from_shards(cls, name: str, shards: ShardSet, keep: np.ndarray | None = None) -> "Docs":
+    def from_shards(cls, name: str, shards: ShardSet, keep: np.ndarray | None = None) -> Docs:
         """All documents of a ShardSet, or only those whose global index is in `keep`."""
         shard = np.concatenate([np.full(o.size - 1, i, dtype=np.int32) for i, o in enumerate(shards.offsets)])
         start = np.concatenate([o[:-1] for o in shards.offsets]).astype(np.int64)
@@ -43,7 +43,7 @@ class Docs:
         return cls(name, list(shards.tokens), shard, start, length)
 
     @classmethod
-    def from_list(cls, name: str, docs: list[np.ndarray]) -> "Docs":
+    def from_list(cls, name: str, docs: list[np.ndarray]) -> Docs:
         """In-memory documents (held-out text tokenized at run time)."""
         length = np.array([d.size for d in docs], dtype=np.int64)
         start = np.concatenate([[0], np.cumsum(length)[:-1]]).astype(np.int64)

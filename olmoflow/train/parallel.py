@@ -1,5 +1,5 @@
-"""Data parallelism for the trainers (pretraining's loop, SFT, DPO): FSDP2 (`fully_shard`) over every transformer block and the root, HSDP when
-the cluster asks for replicas, and activation checkpointing of the blocks.
+"""Data parallelism for the trainers (pretraining's loop, SFT, DPO): FSDP2 (`fully_shard`) over every transformer
+block and the root, HSDP when the cluster asks for replicas, and activation checkpointing of the blocks.
 
     torchrun --nproc-per-node 4 -m olmoflow.cli stage pretrain ...   # OLMOFLOW_REPLICATE=2 OLMOFLOW_SHARD=2
 

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import os
 import pickle
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -61,7 +62,7 @@ class World:
     size: int = 1
 
     @classmethod
-    def current(cls) -> "World":
+    def current(cls) -> World:
         init_from_env()
         if dist.is_available() and dist.is_initialized():
             return cls(dist.get_rank(), dist.get_world_size())

@@ -333,7 +333,8 @@ def test_pods_run_as_non_root_with_read_only_roots(values):
         assert spec["securityContext"]["runAsUser"] != 0, name
         for c in spec.get("initContainers", []) + spec["containers"]:
             sc = c["securityContext"]
-            assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False, f"{name}/{c['name']}"
+            where = f"{name}/{c['name']}"
+            assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False, where
             mounts = {m["mountPath"] for m in c.get("volumeMounts", [])}
             assert c["name"] == "smoke" or "/tmp" in mounts, f"{name}/{c['name']} has no writable /tmp"
 

@@ -48,7 +48,8 @@ def container_env(container: dict, resolved: dict[str, str]) -> dict[str, str]:
 def test_rendered_mlflow_serves_and_passes_the_helm_test(tmp_path):
     base_env = {k: v for k, v in os.environ.items() if not k.upper().endswith("_PROXY") and not k.startswith("AWS_")}
     base_env |= {"NO_PROXY": "127.0.0.1,localhost", "AWS_EC2_METADATA_DISABLED": "true",
-                 "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull, "PATH": f"{BIN}:/usr/bin:/bin"}
+                 "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+                 "PATH": f"{BIN}:/usr/bin:/bin"}
 
     moto_port, port = free_port(), free_port()
     moto_log = tmp_path / "moto.log"

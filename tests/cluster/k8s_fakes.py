@@ -7,8 +7,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from kubernetes.client import (V1ContainerState, V1ContainerStateTerminated, V1ContainerStatus, V1ObjectMeta, V1Pod,
-                               V1PodList, V1PodStatus)
+from kubernetes.client import (
+    V1ContainerState,
+    V1ContainerStateTerminated,
+    V1ContainerStatus,
+    V1ObjectMeta,
+    V1Pod,
+    V1PodList,
+    V1PodStatus,
+)
 from kubernetes.client.exceptions import ApiException
 
 

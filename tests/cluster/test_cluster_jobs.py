@@ -12,8 +12,16 @@ import pytest
 from crd_schema import TRAINJOB_MODEL, unknown_fields
 
 from olmoflow.cluster.config import ClusterConfig, load_cluster_config
-from olmoflow.cluster.jobs import (JobSpec, job_name, job_spec, pytorch_job, ray_job, stage_job, torchrun_command,
-                                   train_job)
+from olmoflow.cluster.jobs import (
+    JobSpec,
+    job_name,
+    job_spec,
+    pytorch_job,
+    ray_job,
+    stage_job,
+    torchrun_command,
+    train_job,
+)
 
 KUBE_VERSIONS = ("1.33.0", "1.36.0")
 CMD = ["olmoflow", "stage", "pretrain", "--config", "olmo3-7b", "--set", "pretrain.lr=1e-4"]

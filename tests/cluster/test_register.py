@@ -150,6 +150,7 @@ def test_projected_token_authenticates_in_multi_user_kfp(kfp_server, package, mo
 def test_cli_and_missing_file(kfp_server, package, capsys, tmp_path):
     _, host = kfp_server
     main(["--host", host, "--file", str(package), "--name", "flow", "--version", "1.2.3"])
-    assert capsys.readouterr().out.strip().endswith(f"uploaded pipeline flow version 1.2.3-{version_name('', package)[1:]}")
+    version = f"1.2.3-{version_name('', package)[1:]}"
+    assert capsys.readouterr().out.strip().endswith(f"uploaded pipeline flow version {version}")
     with pytest.raises(FileNotFoundError, match=f"pipeline package {tmp_path / 'none.yaml'} does not exist"):
         register(None, tmp_path / "none.yaml", "flow", "1")

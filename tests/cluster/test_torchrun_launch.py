@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from kit import free_port
+
 from olmoflow.cluster.config import ClusterConfig
 from olmoflow.cluster.jobs import job_spec, pytorch_job
 

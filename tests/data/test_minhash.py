@@ -12,10 +12,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from olmoflow.data.config import FuzzyDedupConfig
 from olmoflow.data import minhash_shingles
-from olmoflow.data.minhash import (EMPTY, Shingles, candidate_pairs, cluster, fuzzy_dedup, jaccard, permutations,
-                                     shingle_hashes, signatures, signatures_for)
+from olmoflow.data.config import FuzzyDedupConfig
+from olmoflow.data.minhash import (
+    EMPTY,
+    Shingles,
+    candidate_pairs,
+    cluster,
+    fuzzy_dedup,
+    jaccard,
+    permutations,
+    shingle_hashes,
+    signatures,
+    signatures_for,
+)
 from olmoflow.data.minhash_shingles import WHITESPACE, shingles, word_hashes
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
@@ -102,7 +112,7 @@ def test_planted_near_duplicates_are_found_and_nothing_else(planted):
     # LSH misses a few links (26 x 11 finds ~90% of pairs at exactly 0.8), so a true component may stay split
     assert len(set(truth)) <= sum(result.keep) <= len(set(truth)) + 3
     # the kept document of each cluster is its first in input order
-    for i, c in enumerate(result.cluster):
+    for c in result.cluster:
         assert c == min(j for j in range(len(texts)) if result.cluster[j] == c)
     assert result.keep == [c == i for i, c in enumerate(result.cluster)]
     assert result.summary()["removed"] == len(texts) - sum(result.keep)

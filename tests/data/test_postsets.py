@@ -4,8 +4,15 @@ import json
 
 import pytest
 
-from olmoflow.data.postsets import (dpo_from_hhh, dpo_from_items, hhh_turns, rl_from_items, sft_from_items,
-                                    sft_from_sharegpt, sharegpt_messages)
+from olmoflow.data.postsets import (
+    dpo_from_hhh,
+    dpo_from_items,
+    hhh_turns,
+    rl_from_items,
+    sft_from_items,
+    sft_from_sharegpt,
+    sharegpt_messages,
+)
 from olmoflow.data.synthetic import items
 
 

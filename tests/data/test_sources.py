@@ -21,7 +21,8 @@ It spread along the [[Silk Road]].[[File:Tea.jpg|thumb|A [[cup]] of tea]]
 |}
 See [http://example.org the site].[[Category:Drinks]]</text></revision></page>
   <page><title>Talk:Tea</title><ns>1</ns><id>2</id><revision><text>chat</text></revision></page>
-  <page><title>Chai</title><ns>0</ns><id>3</id><redirect title="Tea" /><revision><text>#REDIRECT [[Tea]]</text></revision></page>
+  <page><title>Chai</title><ns>0</ns><id>3</id><redirect title="Tea" />
+    <revision><text>#REDIRECT [[Tea]]</text></revision></page>
 </mediawiki>"""
 
 

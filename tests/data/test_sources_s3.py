@@ -12,8 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from olmoflow.data.config import CurateConfig, SourceConfig
-from olmoflow.data.sources import (SourceFile, check_sources, find, local_files, read_file, read_holdout,
-                                   read_source)
+from olmoflow.data.sources import SourceFile, check_sources, find, local_files, read_file, read_holdout, read_source
 from olmoflow.storage import storage_for
 
 PATTERNS = ["*.txt", "**/*.txt", "a/**/*.txt", "a/*/*.txt", "**", "a/b?.txt", "a/[bc]*.txt", "a/[!b]*.txt",

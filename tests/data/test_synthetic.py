@@ -8,8 +8,7 @@ import re
 
 import pytest
 
-from olmoflow.data.synthetic import (PARTITIONS, Item, Problem, assert_disjoint, document, items, make_item,
-                                     wrong_answer)
+from olmoflow.data.synthetic import PARTITIONS, Item, Problem, assert_disjoint, document, items, make_item, wrong_answer
 
 OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
 

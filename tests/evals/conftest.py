@@ -3,12 +3,12 @@ whose next-token distribution is a known table (so log-likelihoods can be comput
 
 from __future__ import annotations
 
+import kit
 import numpy as np
 import pytest
 import torch
 from tokenizers import Tokenizer
 
-import kit
 from olmoflow.data.tokenizer import train_bpe
 from olmoflow.model import Olmo3
 

@@ -6,9 +6,9 @@ import json
 
 import pytest
 import torch
+from modelkit import tiny_cfg, tiny_model
 from tokenizers import Tokenizer, models
 
-from modelkit import tiny_cfg, tiny_model
 from olmoflow.model.checkpoint import load_checkpoint, save_checkpoint
 from olmoflow.model.hf import export_checkpoint
 

@@ -12,9 +12,9 @@ import json
 
 import pytest
 import torch
+from modelkit import YARN, tiny_cfg, tiny_model
 from torch.nn.attention.flex_attention import BlockMask, create_mask
 
-from modelkit import YARN, tiny_cfg, tiny_model
 from olmoflow.model import ModelConfig, flex
 from olmoflow.model.attention import attend, forward_masks, resolve_backend, training_masks
 from olmoflow.model.hf import config_from_hf, export_hf

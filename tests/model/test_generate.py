@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-
 from modelkit import YARN, tiny_cfg, tiny_model
+
 from olmoflow.model import generate
 
 # Different lengths (left padding), and 3 + 14 > window 8 so sliding caches must drop old keys.

@@ -6,8 +6,8 @@ import json
 
 import pytest
 import torch
-
 from modelkit import YARN, tiny_cfg, tiny_model
+
 from olmoflow.model import rope
 from olmoflow.model.hf import HFFormatError, config_from_hf, export_hf, hf_config_dict, load_hf, to_hf_config
 

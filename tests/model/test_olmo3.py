@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from modelkit import YARN, tiny_cfg, tiny_model
 
 from olmoflow.model import ModelConfig, Olmo3
 from olmoflow.model.attention import document_positions, position_mask, training_masks
 from olmoflow.model.flops import flops_per_token, num_params
-from modelkit import YARN, tiny_cfg, tiny_model
 
 
 @pytest.mark.parametrize("preset, published", [(ModelConfig.olmo3_7b, 7.30e9), (ModelConfig.olmo3_32b, 32.2e9)])

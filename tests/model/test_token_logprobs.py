@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from olmoflow.model import lm_loss, token_logprobs as tl
+from olmoflow.model import lm_loss
+from olmoflow.model import token_logprobs as tl
 from olmoflow.model.lm_loss import IGNORE
 from olmoflow.model.token_logprobs import token_logprobs
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from modelkit import YARN, tiny_cfg, tiny_model
+
 from olmoflow.model.hf import hf_name, to_hf_config
 
 transformers = pytest.importorskip("transformers")

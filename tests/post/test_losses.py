@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from kit import tiny_olmo
 from tokenizers import Tokenizer
 
-from kit import tiny_olmo
 from olmoflow.post.chat import ChatTemplate, Encoded
 from olmoflow.post.dpo import dpo_loss, pair_logprobs
 from olmoflow.post.grpo import group_advantages, grpo_loss

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from kit import tiny_olmo
+
 from olmoflow.post.grpo import policy_update, to_samples
 from olmoflow.post.rollout import Group, active_sample, sample_groups
 from olmoflow.train.optim import build_optimizer

@@ -14,8 +14,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import yaml
-
 from kit import input_from_dir, make_test_context
+
 from olmoflow.config import FlowConfig, from_dict
 from olmoflow.contract.context import StageContext
 from olmoflow.data.tokenizer import train_bpe

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from kit import input_from_dir, make_test_context, tiny_olmo
 from tokenizers import Tokenizer
 
-from kit import input_from_dir, make_test_context, tiny_olmo
 from olmoflow.config import from_dict
 from olmoflow.contract.context import InputArtifact
 from olmoflow.data.tokenizer import train_bpe

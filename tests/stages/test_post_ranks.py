@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from postkit import make_payloads, run_ranks, run_stage
 
 from olmoflow.contract.workdir import WorkDir
 from olmoflow.post.ranks import check_batch, padded_share, share
 from olmoflow.train.world import World
-from postkit import make_payloads, run_ranks, run_stage
 
 WEIGHT_ATOL = 1e-4
 RUN = {"sft": ("sft.steps=6", "sft.checkpoint_every=3", "sft.batch_size=6", "sft.micro_batch=2"),

@@ -10,6 +10,7 @@ from types import ModuleType
 
 import pytest
 import torch
+from postkit import context, make_payloads, smoke
 
 from olmoflow.config import FlowConfig
 from olmoflow.contract.context import StageContext
@@ -17,7 +18,6 @@ from olmoflow.model import Olmo3
 from olmoflow.model.checkpoint import load_checkpoint
 from olmoflow.registry import stage as stage_entry
 from olmoflow.stages import dpo, rlvr, sft
-from postkit import context, make_payloads, smoke
 
 
 @pytest.fixture(scope="module")

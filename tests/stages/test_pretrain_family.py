@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from kit import Stop, input_from_dir, make_test_context, read_model_weights, stop_at
+
 from olmoflow.config import from_dict
 from olmoflow.contract.context import StageContext
 from olmoflow.data.shards import ShardWriter

@@ -16,8 +16,9 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-
 from kit import make_test_context
+from trainkit import flow_config, markov_docs
+
 from olmoflow.contract.context import StageContext
 from olmoflow.contract.workdir import WorkDir
 from olmoflow.model import Olmo3
@@ -25,7 +26,6 @@ from olmoflow.train.loader import TokenLoader
 from olmoflow.train.loop import Trainer
 from olmoflow.train.resume import Resumer
 from olmoflow.train.world import World
-from trainkit import flow_config, markov_docs
 
 # 8 windows of 16 tokens a step: 4 micro-batches on 1 rank, 2 on 2 ranks, 1 on 4 ranks.
 DIST_TRAIN = {"steps": 8, "batch_tokens": 128, "micro_batch": 2, "checkpoint_every": 4, "lr": 1e-2}

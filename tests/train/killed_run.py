@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import torch
-
 from trainkit import make_trainer, resume_and_fit
 
 root, stop_at, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])

@@ -5,9 +5,9 @@ without it."""
 from __future__ import annotations
 
 import torch
+from trainkit import make_trainer
 
 from olmoflow.model import Olmo3
-from trainkit import make_trainer
 
 WRAPPER = "_checkpoint_wrapped_module."
 

@@ -10,12 +10,12 @@ Tolerances as in test_parallel.py: ranks sum gradients in another order than one
 from __future__ import annotations
 
 import torch
-
 from distkit import run_ranks, train
 from kit import read_model_weights
+from test_parallel import WEIGHT_ATOL
+
 from olmoflow.storage import storage_for
 from olmoflow.train.world import World
-from test_parallel import WEIGHT_ATOL
 
 MACHINES = {"LOCAL_RANK": "0"}
 """Each rank is alone on its machine: it fetches what it needs itself."""

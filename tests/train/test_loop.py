@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-
 from kit import Stop, stop_at
 from lossref import loss_sums
+from trainkit import VOCAB, make_trainer, markov_docs, resume_and_fit
+
 from olmoflow.train.evaluate import val_losses
 from olmoflow.train.packing import IGNORE
 from olmoflow.train.resume import ResumeError, Resumer, rng_state, set_rng_state
-from trainkit import VOCAB, make_trainer, markov_docs, resume_and_fit
 
 HERE = Path(__file__).parent
 
@@ -71,7 +71,7 @@ def test_grad_accumulation_is_an_exact_token_mean(tmp_path):
         assert trainer.accum == 4 // mb
         captured = {}
         step = trainer.opt.step
-        trainer.opt.step = lambda: captured.update(
+        trainer.opt.step = lambda captured=captured, trainer=trainer, step=step: captured.update(
             {n: p.grad.clone() for n, p in trainer.model.named_parameters()}) or step()
         trainer.fit()
         grads.append(captured)

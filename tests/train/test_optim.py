@@ -4,8 +4,8 @@ same groups is the oracle for the weights after a few steps."""
 from __future__ import annotations
 
 import torch
-
 from kit import tiny_olmo
+
 from olmoflow.train.optim import build_optimizer, param_groups
 
 

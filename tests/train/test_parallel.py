@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from distkit import Stop, run_ranks, train
+
 from olmoflow.train.parallel import mesh_shape
 from olmoflow.train.world import World
 

@@ -5,9 +5,9 @@ unscored targets and z-loss included."""
 from __future__ import annotations
 
 import torch
-
 from kit import tiny_olmo
 from lossref import loss_sums
+
 from olmoflow.train.packing import IGNORE
 
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-
 from distkit import free_port
+
 from olmoflow.artifacts import ArtifactError
 from olmoflow.train.world import World
 
@@ -67,11 +67,11 @@ def test_one_process_computes_on_the_gpu_when_there_is_one(monkeypatch):
     assert World().device == torch.device("cpu")
     monkeypatch.setenv("OLMOFLOW_DEVICE", "tpu")
     with pytest.raises(ValueError, match="OLMOFLOW_DEVICE='tpu': expected cpu or cuda"):
-        World().device
+        _ = World().device
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setenv("OLMOFLOW_DEVICE", "cuda")
     with pytest.raises(ValueError, match="OLMOFLOW_DEVICE=cuda, but torch sees no CUDA device"):
-        World().device
+        _ = World().device
 
 
 def test_mfu_peak_is_configured_or_the_gpus_datasheet_or_measured(monkeypatch):

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from kit import make_test_context
+
 from olmoflow.config import from_dict
 from olmoflow.contract.context import StageContext
 from olmoflow.model import Olmo3
