@@ -83,8 +83,9 @@ class Artifact:
         return self.manifest["stage"]
 
 
-def read_manifest(uri: str) -> dict[str, Any]:
-    """The manifest of a complete artifact; a partial or corrupt one is an ArtifactError naming the URI."""
+def read_manifest(uri: str, kind: str | None = None) -> dict[str, Any]:
+    """The manifest of a complete artifact; a partial or corrupt one, or (given `kind`) one of another kind, is an
+    ArtifactError naming the URI."""
     try:
         raw = storage_for(uri).read_bytes(join(uri, MANIFEST))
     except StorageError as e:
@@ -98,16 +99,16 @@ def read_manifest(uri: str) -> dict[str, Any]:
     missing = [k for k in ("stage", "kind", "fingerprint", "files") if k not in manifest]
     if missing:
         raise ArtifactError(f"{uri}: corrupt {MANIFEST} (missing {', '.join(missing)})")
+    if kind is not None and manifest["kind"] != kind:
+        raise ArtifactError(f"{uri}: is a {manifest['kind']} artifact (from stage {manifest['stage']}), "
+                            f"expected a {kind}")
     return manifest
 
 
 def open_artifact(uri: str, kind: str | None = None, cache_dir: str | Path = ".olmoflow/cache") -> Artifact:
     """Read, verify and (for s3://) download an artifact; `kind` refuses an artifact of another kind."""
     uri = uri.rstrip("/")
-    manifest = read_manifest(uri)
-    if kind is not None and manifest["kind"] != kind:
-        raise ArtifactError(f"{uri}: is a {manifest['kind']} artifact (from stage {manifest['stage']}), "
-                            f"expected a {kind}")
+    manifest = read_manifest(uri, kind)
     if not is_remote(uri):
         path = Path(uri.removeprefix("file://"))
         verify_files(path, manifest["files"], uri)

@@ -6,6 +6,10 @@ cached stage gets its own nested run that points at the run that made the artifa
 so tasks in separate processes (kfp.local) or pods (a cluster) can all log into the same parent run: the parent is
 found by its flow-run tag, which is how a multi-node job's rank 0 (`olmoflow stage ... --flow-run RUN_ID`) nests
 its stage run under the flow that launched it.
+
+Under `olmoflow run` a task that only records a stage (cached or skipped) does not import MLflow (two seconds of
+its start-up): it writes the record to the flow's spool (SPOOL_ENV, a folder), and the driver, which has MLflow
+loaded already, replays it with its original times when the pipeline ends (Tracker.replay).
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from typing import Any, Iterable
 
 DEFAULT_URI = "sqlite:///.olmoflow/mlflow.db"
 TAG_FLOW_RUN = "olmoflow.flow_run"
+SPOOL_ENV = "OLMOFLOW_TRACKING_SPOOL"
+"""A folder the flow's driver replays into MLflow; set by `olmoflow run` for its tasks (olmoflow/flow/local.py)."""
 log = logging.getLogger("olmoflow")
 
 
@@ -84,9 +90,10 @@ class Tracker:
         if run_id:
             self.client.set_terminated(run_id, status)
 
-    def start_stage(self, stage: str, fp: str, uri: str, params: dict[str, Any], status: str) -> str:
+    def start_stage(self, stage: str, fp: str, uri: str, params: dict[str, Any], status: str,
+                    start_time: int | None = None) -> str:
         parent = self.parent_run_id()
-        run = self.client.create_run(self.experiment_id, run_name=stage, tags={
+        run = self.client.create_run(self.experiment_id, start_time=start_time, run_name=stage, tags={
             "mlflow.parentRunId": parent, TAG_FLOW_RUN: self.flow_run, "olmoflow.stage": stage,
             "olmoflow.fingerprint": fp, "olmoflow.artifact_uri": uri, "olmoflow.status": status})
         run_id = run.info.run_id
@@ -96,9 +103,10 @@ class Tracker:
             self.client.log_batch(run_id, params=[Param(k, v[:6000]) for k, v in items[i:i + 100]])
         return run_id
 
-    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int | None = None) -> None:
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int | None = None,
+                    timestamp: int | None = None) -> None:
         from mlflow.entities import Metric
-        now = int(time.time() * 1000)
+        now = timestamp or int(time.time() * 1000)
         self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, step or 0) for k, v in metrics.items()])
 
     def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
@@ -129,20 +137,31 @@ class Tracker:
         self.client.log_inputs(run_id, [DatasetInput(ds._to_mlflow_entity(),
                                                      [InputTag("mlflow.data.context", context)])])
 
-    def end_stage(self, run_id: str, status: str = "FINISHED") -> None:
-        self.client.set_terminated(run_id, status)
+    def end_stage(self, run_id: str, status: str = "FINISHED", end_time: int | None = None) -> None:
+        self.client.set_terminated(run_id, status, end_time)
 
     def record_stage(self, stage: str, fp: str, uri: str, params: dict[str, Any], status: str,
-                     metrics: dict[str, float] | None = None, tags: dict[str, str] | None = None) -> str:
+                     metrics: dict[str, float] | None = None, tags: dict[str, str] | None = None,
+                     start_time: int | None = None, end_time: int | None = None) -> str:
         """A stage run recorded whole, for a stage that did not run in this process (cached, skipped, or run by a
-        job): opened, given its metrics and tags, closed."""
-        run_id = self.start_stage(stage, fp, uri, params, status=status)
+        job): opened, given its metrics and tags, closed. Times (ms) are now's unless given (a spooled record)."""
+        run_id = self.start_stage(stage, fp, uri, params, status=status, start_time=start_time)
         if metrics is not None:
-            self.log_metrics(run_id, metrics)
+            self.log_metrics(run_id, metrics, timestamp=start_time)
         if tags:
             self.set_tags(run_id, tags)
-        self.end_stage(run_id)
+        self.end_stage(run_id, end_time=end_time)
         return run_id
+
+    def replay(self, spool: Path) -> int:
+        """Record the stages the flow's tasks spooled (Spool.record_stage) in the order they happened; returns
+        how many. Each file is removed once recorded, so a second replay records nothing twice."""
+        records = [(json.loads(p.read_text()), p) for p in Path(spool).glob("*.json")]
+        for record, path in sorted(records, key=lambda r: (r[0]["start_time"], r[1].name)):
+            if record.pop("flow_run") == self.flow_run and record.pop("flow") == self.flow:
+                self.record_stage(**record)
+            path.unlink()
+        return len(records)
 
     def stage_runs(self) -> list[Any]:
         """Nested stage runs of this flow run, oldest first."""
@@ -150,6 +169,33 @@ class Tracker:
             [self.experiment_id], f"tags.`{TAG_FLOW_RUN}` = '{self.flow_run}'",
             order_by=["attributes.start_time ASC"])
         return [r for r in runs if r.data.tags.get("olmoflow.stage")]
+
+
+class Spool:
+    """Tracker.record_stage for a task of `olmoflow run`, without MLflow: the record goes to a JSON file in the
+    flow's spool folder, and the driver's Tracker.replay writes it to MLflow with these times."""
+
+    def __init__(self, folder: str | Path, flow: str, flow_run: str):
+        self.folder, self.flow, self.flow_run = Path(folder), flow, flow_run
+
+    def record_stage(self, stage: str, fp: str, uri: str, params: dict[str, Any], status: str,
+                     metrics: dict[str, float] | None = None, tags: dict[str, str] | None = None) -> str:
+        now = int(time.time() * 1000)
+        record = {"flow": self.flow, "flow_run": self.flow_run, "stage": stage, "fp": fp, "uri": uri,
+                  "params": params, "status": status, "metrics": metrics, "tags": tags, "start_time": now,
+                  "end_time": now}
+        name = f"{now}-{stage}-{os.getpid()}"
+        # Written whole, then renamed: the driver never reads half a record.
+        (self.folder / f"{name}.tmp").write_text(json.dumps(record))
+        (self.folder / f"{name}.tmp").rename(self.folder / f"{name}.json")
+        return ""
+
+
+def recorder(flow: str, flow_run: str) -> Tracker | Spool:
+    """What records a stage that did not run in this process: the flow's spool when the driver of `olmoflow run`
+    set one (SPOOL_ENV), else MLflow itself."""
+    spool = os.environ.get(SPOOL_ENV)
+    return Spool(spool, flow, flow_run) if spool else Tracker(flow, flow_run)
 
 
 def summary_rows(runs: Iterable[Any]) -> list[dict[str, str]]:

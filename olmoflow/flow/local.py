@@ -1,15 +1,26 @@
 """Run the flow on this machine: the pipeline of pipelines/model_flow.py, executed by kfp.local's
-SubprocessRunner in the current environment (no second orchestrator), then a summary read back from MLflow."""
+SubprocessRunner in the current environment (no second orchestrator), then a summary read back from MLflow.
+
+Every task is a fresh Python process that starts KFP's executor, so a re-run's cost is mostly start-up: tasks that
+only record a stage (cached, skipped) leave MLflow to this driver through the flow's spool (olmoflow.tracking), and
+the driver builds the pipeline before it loads MLflow (kfp walks the call stack per pod setting, and MLflow's
+thousands of modules make each walk slower).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import io
+import os
 import re
 import secrets
+import shutil
 import sys
+import tempfile
 import time
 import warnings
+from collections.abc import Iterator
+from pathlib import Path
 
 from olmoflow.config import FlowConfig, to_json
 from olmoflow.flow.pipeline import load_pipeline
@@ -37,6 +48,38 @@ def _oneof_artifacts() -> None:
         return outputs
 
     OrchestratorUtils.get_dag_output_artifacts = classmethod(get_dag_output_artifacts)
+
+
+def _caller_name_without_stack() -> None:
+    """kfp (2.17) names the caller of a pod setting, for an error message, with `inspect.stack()[1][3]`: a walk of
+    the whole stack that reads every frame's source file, each time a task is given a setting (~60 per build, 1 s
+    of the driver's start-up). The caller's frame gives the same name directly; what compiles is unchanged."""
+    from kfp.dsl.pipeline_task import PipelineTask
+
+    def _ensure_container_spec_exists(self) -> None:
+        if self.container_spec is None:
+            raise ValueError(f"{sys._getframe(1).f_code.co_name} can only be used on single-step components, not "
+                             "pipelines used as components, or special components like importers.")
+
+    PipelineTask._ensure_container_spec_exists = _ensure_container_spec_exists
+
+
+@contextlib.contextmanager
+def _spool() -> Iterator[Path]:
+    """A folder the flow's tasks write their cached and skipped stages' MLflow records to (SPOOL_ENV), so they
+    need not load MLflow; the driver replays it (Tracker.replay)."""
+    from olmoflow.tracking import SPOOL_ENV
+
+    folder, before = Path(tempfile.mkdtemp(prefix="olmoflow-spool-")), os.environ.get(SPOOL_ENV)
+    os.environ[SPOOL_ENV] = str(folder)
+    try:
+        yield folder
+    finally:
+        if before is None:
+            os.environ.pop(SPOOL_ENV, None)
+        else:
+            os.environ[SPOOL_ENV] = before
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 class _KfpNoise(io.TextIOBase):
@@ -90,6 +133,9 @@ def run_flow(cfg: FlowConfig, start: str = "curate", stop: str = "eval", init: s
     # kfp.local's notes about settings that only matter on a cluster (images, display names) are expected here.
     warnings.filterwarnings("ignore", message=".*(base image|have no effect in the current local runner).*")
     preflight(cfg, plan)
+    _oneof_artifacts()
+    _caller_name_without_stack()
+    model_flow = load_pipeline()  # before MLflow: see the module's docstring
     flow_run = time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
     tracker = Tracker(cfg.flow.name, flow_run)
     parent = tracker.parent_run_id(tags={"olmoflow.config": config_name, "olmoflow.plan": f"{start}..{stop}",
@@ -97,22 +143,24 @@ def run_flow(cfg: FlowConfig, start: str = "curate", stop: str = "eval", init: s
     tracker.log_text(parent, to_json(cfg), "flow_config.json")
     print(f"olmoflow: flow run {flow_run} ({', '.join(plan.ordered())}) — store {cfg.flow.store}", flush=True)
 
-    _oneof_artifacts()
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=".olmoflow/kfp",
                raise_on_error=True)
-    model_flow = load_pipeline()
     started = time.time()
     out = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(_KfpNoise(sys.stdout))
-    try:
-        with out:
-            model_flow(config=to_json(cfg), overrides=[], start=start, stop=stop, init=init, flow_run=flow_run)
-    except Exception as e:
-        tracker.end_flow("FAILED")
-        print_summary(tracker, time.time() - started)
-        print(f"olmoflow: the flow failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
-        return 1
-    tracker.end_flow("FINISHED")
+    error = None
+    with _spool() as spool:
+        try:
+            with out:
+                model_flow(config=to_json(cfg), overrides=[], start=start, stop=stop, init=init, flow_run=flow_run)
+        except Exception as e:
+            error = e
+        tracker.replay(spool)
+    tracker.end_flow("FAILED" if error else "FINISHED")
     print_summary(tracker, time.time() - started)
+    if error:
+        print(f"olmoflow: the flow failed: {str(error).splitlines()[0] if str(error) else type(error).__name__}",
+              file=sys.stderr)
+        return 1
     return 0
 
 

@@ -58,7 +58,8 @@ def stage_module(stage: str) -> ModuleType:
     return importlib.import_module(entry(stage).module)
 
 
-def open_inputs(spec: Stage, store: ArtifactStore, inputs: dict[str, str]) -> dict[str, Artifact]:
+def check_inputs(spec: Stage, inputs: dict[str, str]) -> None:
+    """The input names `spec` takes, each it needs given; a StageError naming the stage otherwise."""
     allowed = spec.inputs + spec.optional_inputs
     for name in inputs:
         if name not in allowed:
@@ -67,14 +68,42 @@ def open_inputs(spec: Stage, store: ArtifactStore, inputs: dict[str, str]) -> di
     for name in spec.inputs:
         if not inputs.get(name):
             raise StageError(f"stage {spec.name}: missing input {name!r} (a {name} artifact URI)")
+
+
+def open_inputs(spec: Stage, store: ArtifactStore, inputs: dict[str, str]) -> dict[str, Artifact]:
+    check_inputs(spec, inputs)
     # An input's name is the kind it must be: a report given as a checkpoint is refused here, before any compute.
     return {name: store.open(uri, kind=name) for name, uri in inputs.items() if uri}
+
+
+def input_fingerprints(spec: Stage, inputs: dict[str, str]) -> dict[str, str]:
+    """{name: fingerprint} of the inputs, from their manifests alone (no payload is read, hashed or downloaded);
+    the same checks as open_inputs: names, and each input's kind."""
+    check_inputs(spec, inputs)
+    return {name: read_manifest(uri.rstrip("/"), kind=name)["fingerprint"] for name, uri in inputs.items() if uri}
 
 
 def address(store: ArtifactStore, stage: str, cfg: FlowConfig, input_fps: dict[str, str]) -> tuple[str, str]:
     """(fingerprint, URI) of `stage`'s artifact for this config and these input fingerprints."""
     fp = fingerprint(stage, cfg.stage_config(stage), input_fps)
     return fp, store.uri(stage, fp)
+
+
+def locate(stage: str, cfg: FlowConfig, inputs: dict[str, str]) -> tuple[ArtifactStore, str, str]:
+    """The store, and the fingerprint and URI of `stage`'s artifact for these input URIs, from manifests alone."""
+    store = ArtifactStore(cfg.flow.store, cfg.flow.name)
+    return (store, *address(store, stage, cfg, input_fingerprints(entry(stage), inputs)))
+
+
+def find_cached(stage: str, cfg: FlowConfig, inputs: dict[str, str], flow_run: str | None = None,
+                tags: dict[str, str] | None = None) -> StageResult | None:
+    """`stage`'s result when its artifact is already in the store (recorded as cached), else None. Only manifests
+    are read, the inputs' and its own: a cached KFP task imports neither torch nor MLflow, and downloads nothing."""
+    started = time.time()
+    store, fp, uri = locate(stage, cfg, inputs)
+    if not store.is_complete(uri):
+        return None
+    return reuse(stage, fp, uri, cfg.stage_config(stage), _recorder(cfg, flow_run), started, tags)
 
 
 def work_dir(store: ArtifactStore, stage: str, fp: str, uri: str) -> WorkDir:
@@ -91,8 +120,17 @@ def _tracker(cfg: FlowConfig, flow_run: str | None):
     return Tracker(cfg.flow.name, flow_run)
 
 
+def _recorder(cfg: FlowConfig, flow_run: str | None):
+    """Who records a stage that did not run here (cached, skipped): MLflow, or under `olmoflow run` the flow's
+    spool, so such a task never imports MLflow (olmoflow.tracking.recorder)."""
+    if not flow_run:
+        return None
+    from olmoflow.tracking import recorder
+    return recorder(cfg.flow.name, flow_run)
+
+
 def record_skipped(stage: str, cfg: FlowConfig, flow_run: str | None, why: str) -> StageResult:
-    tracker = _tracker(cfg, flow_run)
+    tracker = _recorder(cfg, flow_run)
     if tracker:
         tracker.record_stage(stage, "", "", {}, "skipped", tags={"olmoflow.skip_reason": why})
     return StageResult(stage, "skipped")
@@ -154,10 +192,10 @@ def run_stage(stage: str, cfg: FlowConfig, inputs: dict[str, str], flow_run: str
     arts = _open_on_every_rank(world, inputs, lambda: open_inputs(spec, store, inputs))
     stage_cfg = cfg.stage_config(stage)
     fp, uri = address(store, stage, cfg, {n: a.fingerprint for n, a in arts.items()})
-    tracker = _tracker(cfg, flow_run) if world.lead else None
 
     if world.first(lambda: store.is_complete(uri)):
-        return world.first(lambda: _cached(stage, fp, uri, stage_cfg, tracker, start))
+        return world.first(lambda: reuse(stage, fp, uri, stage_cfg, _recorder(cfg, flow_run), start))
+    tracker = _tracker(cfg, flow_run) if world.lead else None
 
     def open_run() -> tuple[Path, str | None]:
         staging = store.staging_dir(stage, fp)
@@ -237,13 +275,15 @@ def _mark_failed(tracker, run_id: str | None) -> None:
         tracker.end_stage(run_id, "FAILED")
 
 
-def _cached(stage: str, fp: str, uri: str, stage_cfg: dict[str, Any], tracker, start: float) -> StageResult:
+def reuse(stage: str, fp: str, uri: str, stage_cfg: dict[str, Any], tracker, start: float,
+          tags: dict[str, str] | None = None) -> StageResult:
+    """The cached result of a complete artifact, recorded by `tracker` (a Tracker, a Spool, or None)."""
     # Only the manifest: whoever reads the payload (the next stage) verifies its checksums then, so a cached
     # multi-GB checkpoint is hashed once per run, not twice.
     result = from_manifest(stage, "cached", uri, fp, start)
     log.info("%s: cached at %s", stage, uri)
     if tracker:
-        record_result(tracker, result, stage_cfg)
+        record_result(tracker, result, stage_cfg, tags)
     return result
 
 

@@ -7,12 +7,17 @@ from the chart's cluster.json with the run's pool (GPUs per node, node selector,
 for it, and reads the artifact's manifest back. On one node, a stage that trains on every rank (scale "torchrun" in
 olmoflow/registry.py) runs one rank per GPU of the pod under `torchrun --standalone`; everything else runs in the
 task's own process.
+
+A task whose artifact is already in the store (cached) or whose stage is outside the plan (skipped) reads only
+manifests: no torch, no MLflow (olmoflow.tracking.recorder), so a re-run costs each task little more than the KFP
+executor's own start-up. Keep heavy imports inside the functions that run a stage.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -21,7 +26,7 @@ from typing import Any
 
 from olmoflow.config import FlowConfig, load_config, to_json
 from olmoflow.flow.plan import Plan
-from olmoflow.flow.runner import StageResult, record_skipped, run_stage
+from olmoflow.flow.runner import StageResult, find_cached, record_skipped, run_stage
 from olmoflow.registry import stage as stage_entry
 
 log = logging.getLogger("olmoflow")
@@ -55,10 +60,8 @@ def run_task(stage: str, config: str, overrides: list[str], start: str, stop: st
     try:
         if nodes > 1:
             result = run_on_nodes(stage, cfg, plan.inputs(stage, upstream), nodes, flow_run, pool=pool)
-        elif (gpus := local_ranks(stage, int(pool.get("gpus_per_node") or 1))) > 1:
-            result = run_on_local_gpus(stage, cfg, plan.inputs(stage, upstream), gpus, flow_run)
         else:
-            result = run_stage(stage, cfg, plan.inputs(stage, upstream), flow_run)
+            result = run_on_this_node(stage, cfg, plan.inputs(stage, upstream), pool, flow_run)
     except BaseException:
         _end_flow(cfg, flow_run, "FAILED")
         raise
@@ -73,8 +76,22 @@ def run_task(stage: str, config: str, overrides: list[str], start: str, stop: st
         _end_flow(cfg, flow_run, "FINISHED")
 
 
+def run_on_this_node(stage: str, cfg: FlowConfig, inputs: dict[str, str], pool: dict[str, Any],
+                     flow_run: str | None) -> StageResult:
+    """The stage in this pod: its cached artifact if there is one (found before torch is imported to count the
+    GPUs), else a rank per GPU for a stage that trains on every rank, else this process."""
+    cached = find_cached(stage, cfg, inputs, flow_run)
+    if cached:
+        return cached
+    if (gpus := local_ranks(stage, int(pool.get("gpus_per_node") or 1))) > 1:
+        return run_on_local_gpus(stage, cfg, inputs, gpus, flow_run)
+    return run_stage(stage, cfg, inputs, flow_run)
+
+
 def _end_flow(cfg, flow_run: str, status: str) -> None:
-    from olmoflow.tracking import Tracker
+    from olmoflow.tracking import SPOOL_ENV, Tracker
+    if os.environ.get(SPOOL_ENV):
+        return  # under `olmoflow run`: its driver ends the flow run once it has replayed the spool
     Tracker(cfg.flow.name, flow_run).end_flow(status)
 
 
@@ -102,9 +119,11 @@ def job_cluster(stage: str, pool: dict[str, Any] | None):
 def local_ranks(stage: str, gpus_per_node: int) -> int:
     """Ranks a one-node task runs `stage` on: one per GPU the pod sees (at most gpus_per_node) for a stage that
     trains on every rank, else 1 (and 1 without CUDA, as under kfp.local on a laptop)."""
+    if gpus_per_node <= 1 or stage_entry(stage).scale != "torchrun":
+        return 1
     import torch
 
-    if gpus_per_node <= 1 or stage_entry(stage).scale != "torchrun" or not torch.cuda.is_available():
+    if not torch.cuda.is_available():
         return 1
     return min(gpus_per_node, torch.cuda.device_count())
 
@@ -153,27 +172,25 @@ def _run_elsewhere(stage: str, cfg: FlowConfig, inputs: dict[str, str], flow_run
                    start: Callable[[list[str], str, str], None]) -> StageResult:
     """`start(command, fingerprint, uri)` runs `olmoflow stage ...` in other processes unless the artifact exists;
     then the manifest gives the result, and MLflow gets the stage's run (the job's own, nested, or a record)."""
-    from olmoflow.artifacts import ArtifactStore, read_manifest
-    from olmoflow.flow.runner import address, from_manifest, record_result
+    from olmoflow.flow.runner import from_manifest, locate, record_result
 
+    tags = {"olmoflow.nodes": str(nodes)}
+    cached = find_cached(stage, cfg, inputs, flow_run, tags)
+    if cached:
+        return cached
     started = time.time()
-    store = ArtifactStore(cfg.flow.store, cfg.flow.name)
-    stage_cfg = cfg.stage_config(stage)
-    fp, uri = address(store, stage, cfg, {n: read_manifest(u)["fingerprint"] for n, u in inputs.items() if u})
-    status = "cached"
-    if not store.is_complete(uri):
-        start(stage_command(stage, cfg, inputs, flow_run), fp, uri)
-        status = "ran"
-    result = from_manifest(stage, status, uri, fp, started)  # the job may have ended without publishing it
+    _, fp, uri = locate(stage, cfg, inputs)
+    start(stage_command(stage, cfg, inputs, flow_run), fp, uri)
+    result = from_manifest(stage, "ran", uri, fp, started)  # the job may have ended without publishing it
     if flow_run:
         from olmoflow.tracking import Tracker
         tracker = Tracker(cfg.flow.name, flow_run)
         m = result.manifest
-        if status == "ran" and m.get("flow_run") == flow_run and m.get("mlflow_run_id"):
+        if m.get("flow_run") == flow_run and m.get("mlflow_run_id"):
             # The job logged the stage itself, nested under this flow's run (--flow-run); say how big it was.
-            tracker.set_tags(m["mlflow_run_id"], {"olmoflow.nodes": str(nodes)})
+            tracker.set_tags(m["mlflow_run_id"], tags)
         else:
-            record_result(tracker, result, stage_cfg, {"olmoflow.nodes": str(nodes)})
+            record_result(tracker, result, cfg.stage_config(stage), tags)
     return result
 
 

@@ -173,6 +173,8 @@ def flow(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     mods = {"curate": _fake(), "pretrain": _fake()}
     monkeypatch.setattr(runner, "stage_module", lambda s: mods[s])
+    # The fake curate reads no sources, but `olmoflow stage curate` (the job's command) checks them first.
+    monkeypatch.setattr("olmoflow.data.sources.check_sources", lambda cfg: ([], []))
     cluster = tmp_path / "cluster.json"
     cluster.write_text(json.dumps({"namespace": "ml", "gpus_per_node": 8}))
     monkeypatch.setenv("OLMOFLOW_CLUSTER_CONFIG", str(cluster))
