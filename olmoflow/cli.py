@@ -9,6 +9,8 @@
     olmoflow config [--config tiny] [--set ...]          print the resolved config (a dry run)
     olmoflow export-hf CHECKPOINT_URI OUT_DIR
     olmoflow import-hf HF_DIR [--out URI]
+    olmoflow trace --index URI [--json] [--checkpoint URI] [--file F] [TEXT]   where the training data holds TEXT
+    olmoflow trace-ui --index URI [--port N]                                  the same as a local web page
 
 Exit codes: 0 ok, 1 a failed stage or a bad artifact, 2 a bad config or command line.
 """
@@ -93,7 +95,27 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("hf_dir")
     imp.add_argument("--out", default="", help="store root (default: the config's flow.store)")
     _config_args(imp)
+
+    tr = sub.add_parser("trace", help="the spans of a text that occur verbatim in the training data (OlmoTrace)")
+    tr.add_argument("text", nargs="?", default=None, help="the text (a model's output); or --file")
+    tr.add_argument("--file", default="", help="read the text from this file ('-': stdin)")
+    tr.add_argument("--json", action="store_true", help="print {spans: [{text, start, end, count, docs}]}")
+    _trace_args(tr)
+
+    ui = sub.add_parser("trace-ui", help="a local web page: paste a model's output, see its traced spans")
+    ui.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (0: any free one)")
+    _trace_args(ui)
+
     return parser
+
+
+def _trace_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--index", required=True, help="a trace-index artifact URI (or a folder holding an index)")
+    p.add_argument("--checkpoint", default="", help="the model that wrote the text: refused unless it uses the "
+                   "index's tokenizer (a checkpoint artifact URI, or a folder holding tokenizer.json)")
+    p.add_argument("--docs", type=int, default=10, help="documents shown per span (K)")
+    p.add_argument("--min-words", type=int, default=3, help="words a span needs")
+    p.add_argument("--density", type=float, default=0.05, help="spans kept per token of the text")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -198,8 +220,59 @@ def cmd_import_hf(args) -> int:
     return 0
 
 
+def _open_trace_index(args):
+    from olmoflow.trace.index import TraceIndex
+    index = TraceIndex.open(args.index)
+    if args.checkpoint:
+        local = Path(args.checkpoint.removeprefix("file://"))
+        if not (local / "tokenizer.json").is_file() or (local / "manifest.json").is_file():
+            from olmoflow.artifacts import open_artifact
+            local = open_artifact(args.checkpoint, kind="checkpoint").path
+        index.check_tokenizer(local / "tokenizer.json", f"checkpoint {args.checkpoint}")
+    return index
+
+
+def cmd_trace(args) -> int:
+    import json
+
+    from olmoflow.trace.index import TraceError
+    from olmoflow.trace.spans import find_spans
+    if (args.text is None) == (not args.file):
+        raise ConfigError("config error: trace: give the text, or --file F (not both)")
+    text = args.text if args.file == "" else sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
+    try:
+        index = _open_trace_index(args)
+    except TraceError as e:
+        print(f"olmoflow: {e}", file=sys.stderr)
+        return 1
+    spans = find_spans(index, text, min_words=args.min_words, density=args.density, max_docs=args.docs)
+    if args.json:
+        print(json.dumps({"spans": [s.as_json() for s in spans]}, ensure_ascii=False))
+        return 0
+    for s in spans:
+        print(f"[{s.start}:{s.end}] x{s.count} {s.text!r}")
+        for d in s.as_json()["docs"]:
+            print(f"    {d['source']} {d['doc_id']}: {' '.join(d['snippet'].split())}")
+    if not spans:
+        print("no span of the text occurs in the training data")
+    return 0
+
+
+def cmd_trace_ui(args) -> int:
+    from olmoflow.trace.index import TraceError
+    from olmoflow.trace.server import serve
+    try:
+        index = _open_trace_index(args)
+    except TraceError as e:
+        print(f"olmoflow: {e}", file=sys.stderr)
+        return 1
+    serve(index, args.port, min_words=args.min_words, density=args.density, max_docs=args.docs)
+    return 0
+
+
 COMMANDS = {"run": cmd_run, "stage": cmd_stage, "compile": cmd_compile, "config": cmd_config,
-            "export-hf": cmd_export_hf, "import-hf": cmd_import_hf, "submit": cmd_submit, "status": cmd_status}
+            "export-hf": cmd_export_hf, "import-hf": cmd_import_hf, "submit": cmd_submit, "status": cmd_status,
+            "trace": cmd_trace, "trace-ui": cmd_trace_ui}
 
 if __name__ == "__main__":
     sys.exit(main())

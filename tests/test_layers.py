@@ -19,6 +19,7 @@ LAYERS = (
     ("olmoflow.train",),
     ("olmoflow.post",),
     ("olmoflow.evals",),
+    ("olmoflow.trace",),  # OlmoTrace: an infini-gram index of the training data, spans, the trace-ui page
     ("olmoflow.config", "olmoflow.tracking", "olmoflow.importer"),  # the flow's config, MLflow, import-hf
     ("olmoflow.stages",),  # the eight stages
     ("olmoflow.cluster",),  # pods, jobs and registration on Kubernetes

@@ -13,6 +13,7 @@ its eos; a cut never leaves fewer than 2 tokens, so a source may get one token m
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import random
 from collections import defaultdict
@@ -36,6 +37,8 @@ class TokDoc:
     tier: int
     weight: float
     ids: np.ndarray
+    doc_id: str = ""
+    """Which document it is within its source (curate: the start of its content hash); empty when unknown."""
 
 
 def without_absent(mixes: dict[str, MixConfig], present: list[SourceConfig], absent: list[SourceConfig],
@@ -164,8 +167,16 @@ def _take(docs: list[TokDoc], tokens: int, rng: random.Random) -> list[TokDoc]:
     return out
 
 
+DOC_TABLE = "docs.jsonl"
+"""Beside each domain's shards: one line per document, in shard order, {"source", "doc_id"}, so a token offset maps
+back to the document it came from (olmoflow/trace/ reads it; trainers ignore it: it is not a .npy)."""
+
+
 def write_domains(root: Path, docs_by_domain: dict[str, list[TokDoc]], shard_tokens: int) -> None:
     for dom, docs in docs_by_domain.items():
+        kept = [d for d in docs if d.ids.size]  # ShardWriter skips empty documents; the table must line up
         with ShardWriter(root / dom, shard_tokens) as w:
-            for d in docs:
+            for d in kept:
                 w.add(d.ids)
+        with open(root / dom / DOC_TABLE, "w", encoding="utf-8") as f:
+            f.writelines(json.dumps({"source": d.source, "doc_id": d.doc_id}) + "\n" for d in kept)

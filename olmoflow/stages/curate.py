@@ -235,7 +235,8 @@ def run(ctx: StageContext) -> dict[str, float]:
             tok, [[d.text for d in train + synth], [d.text for d in val], [t for _, _, t in dropped]], cfg, ex)
         lap("tokenize")
     lap("executor_stop")
-    pool = [TokDoc(d.source, d.domain, d.tier, d.weight, ids) for d, ids in zip(train + synth, train_ids)]
+    pool = [TokDoc(d.source, d.domain, d.tier, d.weight, ids, d.hash[:16])
+            for d, ids in zip(train + synth, train_ids)]
     train_tok = pool[:len(train)]  # the real documents; synthetic ones go only where a mix asks for them
     val_tokens = [ids.size for ids in val_ids]
     dropped_tokens = [ids.size for ids in dropped_ids]
@@ -255,7 +256,7 @@ def run(ctx: StageContext) -> dict[str, float]:
     write_domains(out / "long", long_docs, cfg.shard_tokens)
     val_tok: dict[str, list[TokDoc]] = defaultdict(list)
     for d, ids in zip(val, val_ids):
-        val_tok[d.domain].append(TokDoc(d.source, d.domain, d.tier, d.weight, ids))
+        val_tok[d.domain].append(TokDoc(d.source, d.domain, d.tier, d.weight, ids, d.hash[:16]))
     # held-out text (bits per byte are tokenizer-independent) and the same documents as token shards
     write_domains(out / "val", val_tok, cfg.shard_tokens)
     for dom in sorted(val_tok):
