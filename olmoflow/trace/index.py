@@ -91,8 +91,8 @@ class TraceIndex:
         return json.loads(self._table.readline())
 
     def hits(self, dense: list[int], segments: list[tuple[int, int]], k: int, context: int = 24) -> list[Hit]:
-        """Up to `k` occurrences in distinct documents (a document a mix repeated counts once), each with `context`
-        tokens of text either side."""
+        """Up to `k` occurrences in distinct documents (a document a mix repeated, or another with the same text
+        around the hit, counts once), each with `context` tokens of text either side."""
         out, seen = [], set()
         for s, (lo, hi) in enumerate(segments):
             ranks = range(lo, min(hi, lo + 4 * k))
@@ -101,13 +101,13 @@ class TraceIndex:
             docs = self.engine.get_docs_by_ranks_2(requests=[(s, r, len(dense), context) for r in ranks])
             for d in docs:
                 row = self.row(d["doc_ix"])
-                key = (row["source"], row["doc_id"])
-                if key in seen:
-                    continue
-                seen.add(key)
                 ids, at = d["token_ids"], d["needle_offset"]
                 before, match, after = (self.decode(ids[:at]), self.decode(ids[at:at + len(dense)]),
                                         self.decode(ids[at + len(dense):]))
+                keys = {(row["source"], row["doc_id"]), before + match + after}  # a repeat, or the same text twice
+                if keys & seen:
+                    continue
+                seen |= keys
                 core = match.strip()  # the mark goes around the words, not the space a token carries
                 lead = len(match) - len(match.lstrip())
                 out.append(Hit(d["doc_ix"], row, before + match[:lead], core, match[lead + len(core):] + after))
