@@ -13,7 +13,7 @@ call long on purpose.
 from typing import List
 
 from kfp import dsl
-from kfp.dsl import Dataset, Input, Markdown, Metrics, Model, Output
+from kfp.dsl import Artifact, Dataset, Input, Markdown, Metrics, Model, Output
 
 from olmoflow import __version__
 
@@ -35,6 +35,17 @@ def curate(config: str, overrides: List[str], start: str, stop: str, init: str, 
     from olmoflow.flow.task import run_task
     run_task("curate", config, overrides, start, stop, init, flow_run, job_id,
              {}, dataset, metrics,
+             pool=dict(nodes=nodes, gpus_per_node=gpus_per_node, node_selector=node_selector,
+                       tolerations=tolerations, image=image))
+
+
+@_component(TRAINER_IMAGE)
+def trace_index(config: str, overrides: List[str], start: str, stop: str, init: str, flow_run: str, job_id: str,
+                nodes: int, gpus_per_node: int, node_selector: dict, tolerations: list, image: str,
+                dataset: Input[Dataset], index: Output[Artifact], metrics: Output[Metrics]):
+    from olmoflow.flow.task import run_task
+    run_task("trace-index", config, overrides, start, stop, init, flow_run, job_id,
+             {"dataset": dataset}, index, metrics,
              pool=dict(nodes=nodes, gpus_per_node=gpus_per_node, node_selector=node_selector,
                        tolerations=tolerations, image=image))
 
@@ -117,7 +128,7 @@ def evaluate(config: str, overrides: List[str], start: str, stop: str, init: str
 
 
 COMPONENTS = {"curate": curate, "pretrain": pretrain, "midtrain": midtrain, "long-context": long_context, "sft": sft,
-              "dpo": dpo, "rlvr": rlvr, "eval": evaluate}
+              "dpo": dpo, "rlvr": rlvr, "trace-index": trace_index, "eval": evaluate}
 """Each stage's component, by stage name (olmoflow/registry.py). Its artifacts follow the stage's entry: an input
 `dataset` (Input[Dataset]) and `model` (Input[Model], the checkpoint input), an output named after the stage's output
-kind; tests/test_registry.py holds the two together."""
+kind (trace-index's `index`: Output[Artifact]); tests/test_registry.py holds the two together."""
