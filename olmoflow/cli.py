@@ -11,6 +11,7 @@
     olmoflow import-hf HF_DIR [--out URI]
     olmoflow trace --index URI [--json] [--checkpoint URI] [--file F] [TEXT]   where the training data holds TEXT
     olmoflow trace-ui --index URI [--port N]                                  the same as a local web page
+    olmoflow verify-code --program P.py --tests T.py [--timeout S]   run T.py's asserts against P.py in the sandbox
 
 Exit codes: 0 ok, 1 a failed stage or a bad artifact, 2 a bad config or command line.
 """
@@ -106,6 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (0: any free one)")
     _trace_args(ui)
 
+    vc = sub.add_parser("verify-code", help="run unit tests against an untrusted program in the sandbox; "
+                        "print {passed, reason, seconds} as one JSON line")
+    vc.add_argument("--program", required=True, help="the program (e.g. a model's completion), a .py file")
+    vc.add_argument("--tests", required=True, help="Python statements (asserts) against the program's functions")
+    vc.add_argument("--timeout", type=float, default=10.0, help="wall-clock seconds (default 10)")
     return parser
 
 
@@ -270,9 +276,17 @@ def cmd_trace_ui(args) -> int:
     return 0
 
 
+def cmd_verify_code(args) -> int:
+    from olmoflow.post.sandbox import run_tests
+    program = Path(args.program).read_text(encoding="utf-8", errors="replace")
+    tests = Path(args.tests).read_text(encoding="utf-8", errors="replace")
+    print(run_tests(program, tests, timeout=args.timeout).to_json())
+    return 0
+
+
 COMMANDS = {"run": cmd_run, "stage": cmd_stage, "compile": cmd_compile, "config": cmd_config,
             "export-hf": cmd_export_hf, "import-hf": cmd_import_hf, "submit": cmd_submit, "status": cmd_status,
-            "trace": cmd_trace, "trace-ui": cmd_trace_ui}
+            "trace": cmd_trace, "trace-ui": cmd_trace_ui, "verify-code": cmd_verify_code}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,27 +1,60 @@
-"""Verifiable rewards for RLVR: a completion earns 1.0 when its final answer equals the reference, else 0.0.
+"""Verifiable rewards for RLVR and eval: one registry, so both score a completion the same way.
 
-`math`: the final answer is the number after the last "####" (GSM8K style), else inside the last \\boxed{},
-else after the last "answer is" / "answer:", else the last number in the text. Numbers compare exactly as
-rationals, so "1,234" = "1234", "0.50" = "1/2" = "\\frac{1}{2}", "$7" = "7"; there is no tolerance.
+A row names its verifier ("verifier": math | code | ifeval) and carries the reference in "answer":
+
+- `math` (here): the final answer is what follows the last "####" (GSM8K style), else the last \\boxed{...}
+  (balanced braces), else what follows the last "answer is" / "answer:" (a $...$ or \\(...\\) span, else a
+  number), else the last number in the text. When both answers are plain numbers ("1,234", "0.50", "$7",
+  "\\frac{1}{2}", "3/4") they compare exactly as rationals, no tolerance. Otherwise both are parsed as LaTeX by
+  `math-verify` (sympy underneath) and compared symbolically: "\\sqrt{3}/2" = "\\frac{\\sqrt{3}}{2}", intervals
+  "(1,2]", sets, expressions. Its parse and compare time-outs use SIGALRM, so they apply on the main thread only.
+- `code`: olmoflow/post/code_reward.py (the program against unit tests in the sandbox).
+- `ifeval`: olmoflow/post/ifeval.py (IFBench constraint checkers).
+
+`score(name, completion, answer)` is what callers use: a verifier that raises scores 0.0 and is counted in
+`reward_errors` (by verifier name) with its last message in `last_errors`, never a crash.
 """
 
 from __future__ import annotations
 
 import re
+import threading
+from collections import Counter
 from collections.abc import Callable
 from fractions import Fraction
 
+from olmoflow.post.code_reward import code_reward
+from olmoflow.post.ifeval import ifeval_reward
+
 # A leading minus only when it is not a binary minus ("5-3" holds 5 and 3); thousands need groups of three.
 NUMBER = re.compile(r"(?<![\d.])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+|/\d+)?")
-_FRAC = re.compile(r"\\d?frac\{(-?\d+)\}\{(\d+)\}")
-# (where the final answer starts, what ends it), in order of precedence.
-_MARKERS = ((re.compile(r"####"), None),
-            (re.compile(r"\\boxed\{"), "}"),
-            (re.compile(r"answer\s*(?:is|:)", re.IGNORECASE), None))
+_FRAC = re.compile(r"\\[dt]?frac\{\s*(-?\d+)\s*\}\{\s*(\d+)\s*\}")
+_ANSWER_IS = re.compile(r"answer\s*(?:is|:)", re.IGNORECASE)
+_LATEX_SPAN = re.compile(r"\s*(?:\$\$?(.+?)\$\$?|\\\((.+?)\\\)|\\\[(.+?)\\\])", re.DOTALL)
+_WRAPPERS = ("\\left", "\\right", "\\!", "\\,", "\\;", "$", " ")
+
+
+def _clean(text: str) -> str:
+    return text.replace("\u2212", "-")
+
+
+def _boxed(text: str) -> str | None:
+    """The content of the last \\boxed{...} (or \\fbox{...}), braces balanced."""
+    start = max(text.rfind("\\boxed{"), text.rfind("\\fbox{"))
+    if start < 0:
+        return None
+    i = text.index("{", start) + 1
+    depth = 1
+    for j in range(i, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[j], 0)
+        if depth == 0:
+            return text[i:j]
+    return None
 
 
 def to_number(text: str) -> Fraction | None:
-    m = NUMBER.search(text.replace("\u2212", "-").replace("$", ""))
+    """The first number in the text, exactly (\\frac{a}{b} read as a/b)."""
+    m = NUMBER.search(_FRAC.sub(r"\1/\2", _clean(text)).replace("$", ""))
     if m is None:
         return None
     try:
@@ -30,33 +63,92 @@ def to_number(text: str) -> Fraction | None:
         return None
 
 
+def as_rational(text: str) -> Fraction | None:
+    """The text's value when the whole text is one plain number ("1,234", "-0.5", "\\frac{1}{2}", "$7"), else None."""
+    s = _FRAC.sub(r"\1/\2", _clean(text))
+    for w in _WRAPPERS:
+        s = s.replace(w, "")
+    s = s.rstrip(".")
+    if s.startswith("{") and s.endswith("}"):
+        s = s[1:-1]
+    if NUMBER.fullmatch(s) is None:
+        return None
+    try:
+        return Fraction(s.replace(",", ""))
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def final_answer(text: str) -> str | None:
+    """The text of the final answer a completion commits to, or None when it states none."""
+    text = _clean(text)
+    if "####" in text:
+        found = NUMBER.search(text.rsplit("####", 1)[1].replace("$", ""))
+        if found:
+            return found.group()
+    boxed = _boxed(text)
+    if boxed is not None and boxed.strip():
+        return boxed
+    hits = list(_ANSWER_IS.finditer(text))
+    if hits:
+        after = text[hits[-1].end():]
+        span = _LATEX_SPAN.match(after)
+        if span:
+            return next(g for g in span.groups() if g is not None)
+        found = NUMBER.search(_FRAC.sub(r"\1/\2", after).replace("$", ""))
+        if found:
+            return found.group()
+    numbers = NUMBER.findall(_FRAC.sub(r"\1/\2", text).replace("$", ""))
+    return numbers[-1] if numbers else None
+
+
 def extract_answer(text: str) -> Fraction | None:
-    """The final number a completion commits to, or None when it states none."""
-    text = _FRAC.sub(r"\1/\2", text.replace("\u2212", "-").replace("$", ""))
-    for marker, end in _MARKERS:
-        hits = list(marker.finditer(text))
-        if hits:
-            after = text[hits[-1].end():]
-            if end is not None:
-                after = after.split(end, 1)[0]
-            found = to_number(after)
-            if found is not None:
-                return found
-    numbers = NUMBER.findall(text)
-    return to_number(numbers[-1]) if numbers else None
+    """The final answer as an exact number, or None when it states none or it is not a plain number."""
+    found = final_answer(text)
+    return None if found is None else as_rational(found)
+
+
+def _math_verify(gold: str, pred: str) -> bool:
+    from math_verify import parse, verify  # sympy and antlr: imported on first symbolic comparison
+    timeout = 5 if threading.current_thread() is threading.main_thread() else None
+    wanted = parse(f"${gold}$", parsing_timeout=timeout)
+    if not wanted:
+        raise ValueError(f"math verifier: reference answer {gold!r} is neither a number nor a LaTeX expression")
+    got = parse(f"${pred}$", parsing_timeout=timeout)
+    return bool(got) and verify(wanted, got, timeout_seconds=timeout)
 
 
 def math_reward(completion: str, answer: str) -> float:
-    got, want = extract_answer(completion), to_number(answer)
-    if want is None:
+    want = as_rational(answer)
+    if want is None and not re.search(r"[\d\\]", answer):
         raise ValueError(f"math verifier: reference answer {answer!r} is not a number")
-    return float(got is not None and got == want)
+    got = final_answer(completion)
+    if got is None:
+        return 0.0
+    mine = as_rational(got)
+    if want is not None and mine is not None:
+        return float(mine == want)
+    return float(_math_verify(answer.strip().strip("$"), got))
 
 
-VERIFIERS: dict[str, Callable[[str, str], float]] = {"math": math_reward}
+VERIFIERS: dict[str, Callable[[str, str], float]] = {"math": math_reward, "code": code_reward,
+                                                       "ifeval": ifeval_reward}
+reward_errors: Counter[str] = Counter()
+last_errors: dict[str, str] = {}
 
 
 def get_verifier(name: str) -> Callable[[str, str], float]:
     if name not in VERIFIERS:
         raise ValueError(f"unknown verifier {name!r} (verifiers: {', '.join(VERIFIERS)})")
     return VERIFIERS[name]
+
+
+def score(name: str, completion: str, answer: str) -> float:
+    """The verifier's reward; 0.0 (counted in reward_errors) when it raises."""
+    verifier = get_verifier(name)
+    try:
+        return float(verifier(completion, answer))
+    except Exception as e:  # noqa: BLE001 - a bad completion or reference must never end the run
+        reward_errors[name] += 1
+        last_errors[name] = f"{type(e).__name__}: {e}"[:500]
+        return 0.0

@@ -35,7 +35,7 @@ from olmoflow.post.grpo import policy_update, to_samples
 from olmoflow.post.plots import plot_curves
 from olmoflow.post.rollout import Group, active_sample, sample_groups
 from olmoflow.post.state import load_state, save_state
-from olmoflow.post.verifiers import get_verifier
+from olmoflow.post.verifiers import get_verifier, score
 from olmoflow.train import parallel
 from olmoflow.train.optim import build_optimizer
 from olmoflow.train.world import World, autocast
@@ -54,7 +54,7 @@ def prepare(rows: list[dict], template: ChatTemplate, max_prompt_len: int) -> li
 
 def make_reward(tokenizer: Any) -> Callable[[dict, list[int]], float]:
     def reward(row: dict, completion: list[int]) -> float:
-        return get_verifier(row["verifier"])(tokenizer.decode(completion, skip_special_tokens=True), row["answer"])
+        return score(row["verifier"], tokenizer.decode(completion, skip_special_tokens=True), row["answer"])
     return reward
 
 
