@@ -50,6 +50,8 @@ run: data
 
 test: data $(TEST_STAMP)
 	PYTHON=$(BIN)/python bash scripts/install_k8s_tools.sh $(BIN)
+	bash scripts/install_browser.sh
+	$(BIN)/ruff check .
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q
 
 test-fast: $(TEST_STAMP)
@@ -60,6 +62,8 @@ bench: data $(TEST_STAMP)
 	$(BIN)/python bench/train_step.py
 	$(BIN)/python bench/dedup.py
 	$(BIN)/python bench/post_logprobs.py
+	$(BIN)/python bench/cached_rerun.py
+	$(BIN)/python bench/trace.py
 
 compile: $(STAMP)
 	$(BIN)/olmoflow compile

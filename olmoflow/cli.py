@@ -42,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the flow locally with kfp.local (the same DAG as the cluster)")
     _config_args(run)
-    run.add_argument("--from", dest="start", default="curate", metavar="STAGE", help=f"first stage ({', '.join(STAGES)})")
+    run.add_argument("--from", dest="start", default="curate", metavar="STAGE",
+                     help=f"first stage ({', '.join(STAGES)})")
     run.add_argument("--to", dest="stop", default="eval", metavar="STAGE", help="last stage")
     run.add_argument("--init", default="", metavar="URI", help="artifact fed to the --from stage")
     run.add_argument("--verbose", action="store_true", help="show KFP's own task logs unfiltered")
@@ -127,8 +128,8 @@ def _trace_args(p: argparse.ArgumentParser) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from olmoflow.artifacts import ArtifactError
-    from olmoflow.storage import StorageError
     from olmoflow.flow.runner import StageError
+    from olmoflow.storage import StorageError
     try:
         return COMMANDS[args.command](args)
     except ConfigError as e:
@@ -146,9 +147,9 @@ def cmd_run(args) -> int:
 
 
 def cmd_stage(args) -> int:
+    from olmoflow.config import stage_index
     from olmoflow.flow.runner import run_stage
     from olmoflow.flow.task import setup_logging
-    from olmoflow.config import stage_index
     stage_index(args.stage, "STAGE")
     cfg = load_config(args.config, args.overrides)
     inputs = {}
@@ -172,8 +173,8 @@ def cmd_stage(args) -> int:
 
 
 def cmd_compile(args) -> int:
-    from olmoflow.flow.pipeline import compile_all
     from olmoflow.cluster.settings import load_settings
+    from olmoflow.flow.pipeline import compile_all
     try:
         settings = load_settings(args.settings or None, args.cluster_config or None)
     except ValueError as e:
@@ -185,8 +186,7 @@ def cmd_compile(args) -> int:
 
 def cmd_submit(args) -> int:
     from olmoflow.cluster.register import kfp_client
-    from olmoflow.flow.submit import run_name, run_params, submit
-    from olmoflow.flow.submit import pool_params
+    from olmoflow.flow.submit import pool_params, run_name, run_params, submit
     params = {**run_params(args.config, args.overrides, args.start, args.stop, args.init),
               **pool_params(args.nodes, args.gpus_per_node, args.image_tag)}
     uploaded, run_id = submit(kfp_client(args.host, args.namespace), Path(args.package), args.pipeline, params,

@@ -21,6 +21,7 @@ from olmoflow.model.config import ModelConfig
 from olmoflow.post.config import DPOConfig, RLVRConfig, SFTConfig
 from olmoflow.registry import REGISTRY, STAGES
 from olmoflow.registry import stage as stage_entry
+from olmoflow.trace.config import TraceIndexConfig
 from olmoflow.train.config import LongContextConfig, MidtrainConfig, TrainConfig
 
 CONFIG_DIR = Path(os.environ.get("OLMOFLOW_CONFIG_DIR", Path(__file__).resolve().parent.parent / "configs"))
@@ -46,6 +47,7 @@ class FlowConfig(Section):
     flow: FlowSettings = Field(default_factory=FlowSettings)
     model: ModelConfig = Field(default_factory=ModelConfig)
     curate: CurateConfig = Field(default_factory=CurateConfig)
+    trace_index: TraceIndexConfig = Field(default_factory=TraceIndexConfig)
     pretrain: TrainConfig = Field(default_factory=TrainConfig)
     midtrain: MidtrainConfig = Field(default_factory=MidtrainConfig)
     long_context: LongContextConfig = Field(default_factory=LongContextConfig)

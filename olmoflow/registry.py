@@ -28,7 +28,7 @@ class Stage:
     section: str
     """Its config section (FlowConfig.{section}), which is also its module's name: olmoflow/stages/{section}.py."""
     output: str
-    """The kind of artifact it writes: dataset, checkpoint or report."""
+    """The kind of artifact it writes: dataset, index (trace-index's), checkpoint or report."""
     headline: str
     """The metric the flow's summary shows for it."""
     inputs: tuple[str, ...] = ()
@@ -72,6 +72,7 @@ REGISTRY: tuple[Stage, ...] = (
           scale="torchrun", chat=True),
     Stage("rlvr", "rlvr", output="checkpoint", headline="val_accuracy", inputs=("dataset", "checkpoint"),
           chat=True),
+    Stage("trace-index", "trace_index", output="index", headline="tokens", inputs=("dataset",), gpus=False),
     Stage("eval", "eval", output="report", headline="val_bpb", inputs=("dataset", "checkpoint")),
 )
 

@@ -18,10 +18,11 @@ import json
 import logging
 import os
 import tempfile
-import warnings
 import time
+import warnings
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 DEFAULT_URI = "sqlite:///.olmoflow/mlflow.db"
 TAG_FLOW_RUN = "olmoflow.flow_run"

@@ -17,8 +17,8 @@ from olmoflow.flow import task
 from olmoflow.flow.pipeline import load_pipeline
 from olmoflow.registry import REGISTRY, STAGES, stage
 
-ARTIFACT_TYPES = {"dataset": "system.Dataset@0.0.1", "checkpoint": "system.Model@0.0.1",
-                  "report": "system.Markdown@0.0.1"}
+ARTIFACT_TYPES = {"dataset": "system.Dataset@0.0.1", "index": "system.Artifact@0.0.1",
+                  "checkpoint": "system.Model@0.0.1", "report": "system.Markdown@0.0.1"}
 INPUT_NAMES = {"dataset": "dataset", "checkpoint": "model"}
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from olmoflow.config import ConfigError, stage_index
-from olmoflow.registry import STAGES, stage as stage_entry
+from olmoflow.registry import STAGES
+from olmoflow.registry import stage as stage_entry
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,8 @@ class Plan:
         return stage == "curate" or i >= STAGES.index(self.start)
 
     def skip_reason(self, stage: str) -> str:
-        return f"after --to {self.stop}" if STAGES.index(stage) > STAGES.index(self.stop) else f"before --from {self.start}"
+        after = STAGES.index(stage) > STAGES.index(self.stop)
+        return f"after --to {self.stop}" if after else f"before --from {self.start}"
 
     def inputs(self, stage: str, upstream: dict[str, str]) -> dict[str, str]:
         """Input URIs of `stage`: upstream artifacts, with --init replacing the checkpoint of the --from stage."""

@@ -21,7 +21,8 @@ from olmoflow.artifacts import Artifact, ArtifactStore, fingerprint, read_manife
 from olmoflow.config import FlowConfig
 from olmoflow.contract.context import InputArtifact, StageContext
 from olmoflow.contract.workdir import WorkDir
-from olmoflow.registry import Stage, stage as stage_entry
+from olmoflow.registry import Stage
+from olmoflow.registry import stage as stage_entry
 from olmoflow.storage import is_remote
 
 log = logging.getLogger("olmoflow")

@@ -19,7 +19,8 @@ from olmoflow import __version__
 from olmoflow.cluster.register import register, version_name
 from olmoflow.config import ConfigError, load_config, to_json
 from olmoflow.flow.plan import Plan
-from olmoflow.registry import STAGES, stage as stage_entry
+from olmoflow.registry import STAGES
+from olmoflow.registry import stage as stage_entry
 
 EXPERIMENT = "olmoflow"
 

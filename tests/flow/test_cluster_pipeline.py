@@ -19,7 +19,8 @@ from olmoflow.cluster.settings import CONFIG_MAP_ENV, S3_KEYS, PipelineSettings,
 from olmoflow.config import load_config, to_json
 from olmoflow.flow import runner, task
 from olmoflow.flow.pipeline import IR_PATH, K8S_DIR, REPO_ROOT, compile_all, compile_ir
-from olmoflow.registry import REGISTRY, STAGES, stage as stage_entry
+from olmoflow.registry import REGISTRY, STAGES
+from olmoflow.registry import stage as stage_entry
 
 HELM = shutil.which("helm") or shutil.which("helm", path=str(REPO_ROOT / ".venv" / "bin"))
 

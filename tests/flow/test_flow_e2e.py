@@ -29,7 +29,6 @@ def olmoflow(cwd: Path, *args: str, timeout: int = 600) -> subprocess.CompletedP
 
 def statuses(cwd: Path) -> dict[str, str]:
     """Stage → status of the newest flow run, read back from MLflow."""
-    import mlflow
     from mlflow import MlflowClient
     client = MlflowClient(f"sqlite:///{cwd}/mlflow.db")
     exp = client.get_experiment_by_name("smoke")

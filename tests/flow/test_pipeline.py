@@ -36,12 +36,14 @@ def test_dag_has_each_stage_on_one_node_or_as_a_job_in_flow_order(tmp_path):
     assert nodes == {f"nodes_{s.section}" for s in REGISTRY if s.multi_node}
     # the top level runs the stages in flow order: each group waits for the one before it
     root = dags["root"]["tasks"]
+    # ... but trace-index, which reads only curate's dataset, runs beside them on a CPU pod
+    assert root.pop("trace-index")["dependentTasks"] == [next(k for k in root if k.startswith("condition-branches"))]
     order, done = [], set()
     while len(order) < len(root):
         ready = sorted(k for k, t in root.items() if k not in done and set(t.get("dependentTasks", [])) <= done)
         assert len(ready) == 1, ready  # a chain: exactly one task can go next
         order.append(ready[0])
         done.add(ready[0])
-    assert len(order) == len(STAGES) and order[-2:] == ["rlvr", "evaluate"]
+    assert len(order) == len(STAGES) - 1 and order[-2:] == ["rlvr", "evaluate"]
     assert all(not t.get("cachingOptions", {}).get("enableCache", False)
                for d in dags.values() for t in d["tasks"].values())

@@ -8,8 +8,8 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 import yaml
-
 from cluster.test_register import FakeKFP
+
 from olmoflow import __version__
 from olmoflow.cli import main
 from olmoflow.cluster.register import version_name
