@@ -11,6 +11,7 @@
     olmoflow import-hf HF_DIR [--out URI]
     olmoflow trace --index URI [--json] [--checkpoint URI] [--file F] [TEXT]   where the training data holds TEXT
     olmoflow trace-ui --index URI [--port N]                                  the same as a local web page
+    olmoflow lineage URI [--json]       an artifact's chain of artifacts, MLflow runs and configs back to the sources
     olmoflow verify-code --program P.py --tests T.py [--timeout S]   run T.py's asserts against P.py in the sandbox
 
 Exit codes: 0 ok, 1 a failed stage or a bad artifact, 2 a bad config or command line.
@@ -107,6 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
     ui = sub.add_parser("trace-ui", help="a local web page: paste a model's output, see its traced spans")
     ui.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (0: any free one)")
     _trace_args(ui)
+
+    lin = sub.add_parser("lineage", help="the artifacts, MLflow runs and configs from an artifact back to the "
+                         "sources (a dataset's removal counts and its trace index too)")
+    lin.add_argument("uri", metavar="URI", help="an artifact URI (an eval report, a checkpoint, a dataset, an index)")
+    lin.add_argument("--json", action="store_true", help="print {root, nodes: [...], edges: [{from, to, input}]}")
 
     vc = sub.add_parser("verify-code", help="run unit tests against an untrusted program in the sandbox; "
                         "print {passed, reason, seconds} as one JSON line")
@@ -276,6 +282,15 @@ def cmd_trace_ui(args) -> int:
     return 0
 
 
+def cmd_lineage(args) -> int:
+    import json
+
+    from olmoflow.trace.lineage import format_lineage, lineage
+    graph = lineage(args.uri)
+    print(json.dumps(graph, indent=1) if args.json else "\n".join(format_lineage(graph)))
+    return 0
+
+
 def cmd_verify_code(args) -> int:
     from olmoflow.post.sandbox import run_tests
     program = Path(args.program).read_text(encoding="utf-8", errors="replace")
@@ -286,7 +301,7 @@ def cmd_verify_code(args) -> int:
 
 COMMANDS = {"run": cmd_run, "stage": cmd_stage, "compile": cmd_compile, "config": cmd_config,
             "export-hf": cmd_export_hf, "import-hf": cmd_import_hf, "submit": cmd_submit, "status": cmd_status,
-            "trace": cmd_trace, "trace-ui": cmd_trace_ui, "verify-code": cmd_verify_code}
+            "trace": cmd_trace, "trace-ui": cmd_trace_ui, "lineage": cmd_lineage, "verify-code": cmd_verify_code}
 
 if __name__ == "__main__":
     sys.exit(main())
