@@ -119,10 +119,11 @@ def rlvr(config: str, overrides: List[str], start: str, stop: str, init: str, fl
 @_component(TRAINER_IMAGE)
 def evaluate(config: str, overrides: List[str], start: str, stop: str, init: str, flow_run: str, job_id: str,
              nodes: int, gpus_per_node: int, node_selector: dict, tolerations: list, image: str,
-             dataset: Input[Dataset], model: Input[Model], report: Output[Markdown], metrics: Output[Metrics]):
+             dataset: Input[Dataset], model: Input[Model], index: Input[Artifact], report: Output[Markdown],
+             metrics: Output[Metrics]):
     from olmoflow.flow.task import run_task
     run_task("eval", config, overrides, start, stop, init, flow_run, job_id,
-             {"dataset": dataset, "checkpoint": model}, report, metrics,
+             {"dataset": dataset, "checkpoint": model, "index": index}, report, metrics,
              pool=dict(nodes=nodes, gpus_per_node=gpus_per_node, node_selector=node_selector,
                        tolerations=tolerations, image=image))
 
@@ -130,5 +131,6 @@ def evaluate(config: str, overrides: List[str], start: str, stop: str, init: str
 COMPONENTS = {"curate": curate, "pretrain": pretrain, "midtrain": midtrain, "long-context": long_context, "sft": sft,
               "dpo": dpo, "rlvr": rlvr, "trace-index": trace_index, "eval": evaluate}
 """Each stage's component, by stage name (olmoflow/registry.py). Its artifacts follow the stage's entry: an input
-`dataset` (Input[Dataset]) and `model` (Input[Model], the checkpoint input), an output named after the stage's output
-kind (trace-index's `index`: Output[Artifact]); tests/test_registry.py holds the two together."""
+`dataset` (Input[Dataset]) and `model` (Input[Model], the checkpoint input), eval's optional `index` (Input[Artifact],
+trace-index's output; an empty one when trace-index was skipped), an output named after the stage's output kind
+(trace-index's `index`: Output[Artifact]); tests/test_registry.py holds the two together."""

@@ -34,7 +34,8 @@ class Stage:
     inputs: tuple[str, ...] = ()
     """Input artifacts it needs; each is named after the kind it must be."""
     optional_inputs: tuple[str, ...] = ()
-    """Input artifacts it may take."""
+    """Input artifacts it may take (the pipeline wires one when an earlier stage writes that kind and the stage's
+    component takes it: eval's trace index; pretrain's checkpoint comes only from --init)."""
     shared_sections: tuple[str, ...] = ()
     """Config sections besides its own that determine its output (they go into its fingerprint too)."""
     gpus: bool = True
@@ -73,7 +74,8 @@ REGISTRY: tuple[Stage, ...] = (
     Stage("rlvr", "rlvr", output="checkpoint", headline="val_accuracy", inputs=("dataset", "checkpoint"),
           chat=True),
     Stage("trace-index", "trace_index", output="index", headline="tokens", inputs=("dataset",), gpus=False),
-    Stage("eval", "eval", output="report", headline="val_bpb", inputs=("dataset", "checkpoint")),
+    Stage("eval", "eval", output="report", headline="val_bpb", inputs=("dataset", "checkpoint"),
+          optional_inputs=("index",)),
 )
 
 STAGES: tuple[str, ...] = tuple(s.name for s in REGISTRY)

@@ -10,7 +10,7 @@ nodes per stage that scales out (olmoflow/registry.py; RLVR and eval run in one 
 `nodes_{section} == 1` runs in its task pod, which holds the GPUs; with more, the `else` branch's pod (no GPU)
 launches a TrainJob/PyTorchJob/RayJob and waits: `dsl.If`/`dsl.Else` with `dsl.OneOf` joining the two branches'
 outputs, so downstream stages read whichever ran. The stages are wired in the registry's order, each reading the
-latest artifact of each kind it takes. Pod settings come from one
+latest artifact of each kind it takes (eval also reads trace-index's index). Pod settings come from one
 PipelineSettings (olmoflow.cluster.settings), which also gives the parameters their defaults.
 """
 
@@ -24,7 +24,7 @@ from olmoflow.registry import REGISTRY
 PIPELINE_NAME = "olmo3-model-flow"
 DESCRIPTION = "Olmo 3 model flow: curate, pretrain, midtrain, long-context, SFT, DPO, RLVR, eval — with resumable " \
               "artifacts and MLflow."
-INPUT_NAMES = {"dataset": "dataset", "checkpoint": "model"}
+INPUT_NAMES = {"dataset": "dataset", "checkpoint": "model", "index": "index"}
 """A component's parameter for each input artifact kind (its output is named after its kind)."""
 
 
@@ -64,9 +64,13 @@ def build(settings: PipelineSettings):
                 job = apply_settings(task, name, s, launcher=True, image=image)
             return dsl.OneOf(here.outputs[output], job.outputs[output])
 
-        artifacts = {}  # the latest artifact of each kind: dataset, checkpoint, report
+        artifacts = {}  # the latest artifact of each kind: dataset, checkpoint, index, report
         for e in REGISTRY:
             io = {INPUT_NAMES[kind]: artifacts[kind] for kind in e.inputs}
+            # an optional input, when an earlier stage wrote that kind and the component takes it (eval's index)
+            takes = c.COMPONENTS[e.name].component_spec.inputs
+            io |= {INPUT_NAMES[kind]: artifacts[kind] for kind in e.optional_inputs
+                   if kind in artifacts and INPUT_NAMES[kind] in takes}
             if e.multi_node:
                 artifacts[e.output] = stage(e.name, c.COMPONENTS[e.name], nodes[e.name], e.output, **io)
             else:

@@ -19,7 +19,7 @@ from olmoflow.registry import REGISTRY, STAGES, stage
 
 ARTIFACT_TYPES = {"dataset": "system.Dataset@0.0.1", "index": "system.Artifact@0.0.1",
                   "checkpoint": "system.Model@0.0.1", "report": "system.Markdown@0.0.1"}
-INPUT_NAMES = {"dataset": "dataset", "checkpoint": "model"}
+INPUT_NAMES = {"dataset": "dataset", "checkpoint": "model", "index": "index"}
 
 
 def calls(module: str) -> set[str]:
@@ -86,7 +86,12 @@ def test_components_carry_the_declared_artifacts(entry):
 
     spec = COMPONENTS[entry.name].component_spec
     artifacts = {k: v.type for k, v in spec.inputs.items() if v.type.startswith("system.")}
-    assert artifacts == {INPUT_NAMES[kind]: ARTIFACT_TYPES[kind] for kind in entry.inputs}
+    # every input it needs, and of the ones it may take those the flow wires (eval's index; not pretrain's
+    # checkpoint, which only --init gives)
+    optional = {INPUT_NAMES[kind]: ARTIFACT_TYPES[kind] for kind in entry.optional_inputs}
+    assert artifacts == {INPUT_NAMES[kind]: ARTIFACT_TYPES[kind] for kind in entry.inputs} | {
+        k: v for k, v in optional.items() if k in artifacts}
+    assert ("index" in artifacts) == (entry.name == "eval")
     assert {k: v.type for k, v in spec.outputs.items()} == {entry.output: ARTIFACT_TYPES[entry.output],
                                                              "metrics": "system.Metrics@0.0.1"}
 

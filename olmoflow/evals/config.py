@@ -39,6 +39,16 @@ class EvalConfig(Section):
     """Prompt style of generative tasks. base: 'Question: ...\\nAnswer:' and the answer ends at a newline;
     chat: Olmo 3's chat template, the answer ends at <|im_end|>; auto: chat when the checkpoint came out of
     sft, dpo or rlvr (its manifest says which stage made it) or ships a chat template, else base."""
+    trace_samples: int = Field(4, ge=0)
+    """Sample generations traced against the training data (OlmoTrace) when the stage is given a trace index (its
+    `index` input, from stage trace-index): the openings of the first held-out documents, the domains in turn,
+    continued greedily (a user turn of the chat template when the prompts are chat). 0 = none."""
+    trace_prompt_tokens: int = Field(16, gt=0)
+    """Tokens of a held-out document's opening that make a trace sample's prompt."""
+    trace_new_tokens: int = Field(48, gt=0)
+    """Tokens generated per trace sample."""
+    trace_docs: int = Field(3, gt=0)
+    """Training documents listed per traced span."""
 
     @model_validator(mode="after")
     def _check(self) -> EvalConfig:

@@ -12,9 +12,11 @@ compared as stripped text.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,6 +24,7 @@ from tokenizers import Tokenizer
 
 from olmoflow.evals.lm import Progress, no_progress, token_batches
 from olmoflow.post.chat import ChatTemplate
+from olmoflow.registry import REGISTRY
 
 FORMULA = "mean over items of [last number in the answer == gold number] (greedy, exact as fractions)"
 BASE_STOPS = ("\n\n", "Question:")
@@ -29,6 +32,23 @@ BASE_STOPS = ("\n\n", "Question:")
 NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?", re.ASCII)
 
 GenerateFn = Callable[..., tuple[list[list[int]], list[list[float]]]]
+CHAT_STAGES = tuple(s.name for s in REGISTRY if s.chat)
+"""Checkpoints made by these stages were trained on the chat template: auto chat_format prompts them with it."""
+
+
+def chat_style(setting: str, stage: str | None, checkpoint_dir: Path) -> tuple[bool, str]:
+    """Whether to prompt a checkpoint (made by `stage`, its payload at `checkpoint_dir`) with the chat template,
+    and why: `setting` is auto | base | chat (eval.chat_format)."""
+    if setting != "auto":
+        return setting == "chat", f"eval.chat_format={setting}"
+    if stage in CHAT_STAGES:
+        return True, f"auto: the checkpoint was made by stage {stage}"
+    model_dir = Path(checkpoint_dir) / "model"
+    tok_cfg = model_dir / "tokenizer_config.json"
+    if (model_dir / "chat_template.jinja").exists() or (
+            tok_cfg.exists() and "chat_template" in json.loads(tok_cfg.read_text())):
+        return True, "auto: the checkpoint ships a chat template"
+    return False, f"auto: the checkpoint was made by stage {stage or 'unknown'}, not a post-training stage"
 
 
 def base_prompt(question: str, shots: list[dict[str, Any]]) -> str:
@@ -102,6 +122,23 @@ def score_items(model: torch.nn.Module, tokenizer: Tokenizer, items: list[dict[s
                           "extracted": None if number is None else str(number),
                           "exact_match": float(is_correct(answer, gold))}
     return [results[i] for i in range(len(items))]
+
+
+def complete(model: torch.nn.Module, tokenizer: Tokenizer, prompts: list[str], *, chat: bool, generate: GenerateFn,
+             start_id: int, seq_len: int, max_new_tokens: int, batch_size: int = 8) -> list[str]:
+    """Greedy completions of plain-text prompts: with `chat` each prompt is a user turn of the chat template and
+    the reply stops at <|im_end|>; else the prompt starts a document (after <|endoftext|>) and is continued."""
+    template = ChatTemplate(tokenizer) if chat else None
+    eos_id = template.im_end if template is not None else start_id
+    room = max(seq_len - max_new_tokens, 1)
+    ids = [(template.prompt([{"role": "user", "content": p}]) if template is not None else
+            [start_id] + tokenizer.encode(p, add_special_tokens=False).ids)[-room:] for p in prompts]
+    out: dict[int, str] = {}
+    for batch in token_batches([len(p) + max_new_tokens for p in ids], batch_size * seq_len):
+        new_tokens, _ = generate(model, [ids[i] for i in batch], max_new_tokens, temperature=0.0, eos_id=eos_id)
+        for i, toks in zip(batch, new_tokens):
+            out[i] = tokenizer.decode(toks, skip_special_tokens=True)
+    return [out[i] for i in range(len(prompts))]
 
 
 def aggregate(per_item: list[dict[str, Any]]) -> dict[str, float]:

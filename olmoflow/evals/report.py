@@ -1,5 +1,6 @@
 """The eval stage's payload: results.json (every number, with item counts and formulas), report.md (the table a
-person reads) and plots/ (task scores against chance; bits-per-byte per held-out domain)."""
+person reads, and where the model saw its sample generations: results.json's `trace`, also traces.json) and plots/
+(task scores against chance; bits-per-byte per held-out domain)."""
 
 from __future__ import annotations
 
@@ -50,10 +51,55 @@ def write_markdown(out: Path, results: dict[str, Any]) -> Path:
     lines.append(f"- held-out: {lm['formula']}")
     for name, t in results["tasks"].items():
         lines += [f"- {name} {metric}: {formula}" for metric, formula in t["formulas"].items()]
+    lines += trace_lines(results.get("trace"))
     lines += ["", f"Wall time: {results['wall_s']['total']:.1f} s.", ""]
     path = out / "report.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def _quote(text: str, width: int = 160) -> str:
+    """Text on one line for a table or a list: whitespace collapsed, cut at `width`, markdown's | escaped."""
+    flat = " ".join(text.split())
+    flat = flat if len(flat) <= width else flat[:width - 1] + "…"
+    return flat.replace("|", "\\|")
+
+
+def _marked(text: str, spans: list[dict[str, Any]]) -> str:
+    """The text with each span in **bold** (spans in text order, not overlapping: merged for display)."""
+    out, at = [], 0
+    for s in spans:
+        out += [text[at:s["start"]], f"**{text[s['start']:s['end']]}**"]
+        at = s["end"]
+    return " ".join("".join(out + [text[at:]]).split())
+
+
+def trace_lines(trace: dict[str, Any] | None) -> list[str]:
+    """The report's "Where the model saw it" section (OlmoTrace), from results.json's `trace`."""
+    lines = ["", "## Where the model saw it (OlmoTrace)", ""]
+    if not trace or trace.get("status") != "traced":
+        note = trace.get("note") if trace else "not recorded"
+        return lines + [f"Sample generations were not traced: {note}."]
+    ix = trace["index"]
+    lines += [f"Index: `{ix['uri']}` ({ix['docs']:,} documents, {ix['tokens']:,} tokens of "
+              f"{', '.join(ix['parts'])}). Prompts are openings of held-out documents (never in the index); spans "
+              "of the greedy continuation found verbatim in the training data are in **bold** (long and rare first, "
+              "as OlmoTrace ranks them), each with its documents. traces.json holds every span and document.", ""]
+    for entry in trace["checkpoints"]:
+        lines += [f"### Checkpoint of stage {entry['stage']} (`{entry['uri']}`)", "",
+                  f"{len(entry['samples'])} samples ({'chat' if entry['chat'] else 'base'} prompts): {entry['spans']} "
+                  f"spans, {100 * entry['covered']:.1f}% of the generated characters found in the training data.",
+                  ""]
+        for s in entry["samples"]:
+            lines += [f"- **{s['id']}** prompt: “{_quote(s['prompt'])}”",
+                      f"  - generation: “{_marked(s['generated'], s['spans']) or '(empty)'}”"]
+            if not s["spans"]:
+                lines.append("  - no span of it occurs in the training data")
+            for sp in s["spans"]:
+                docs = "; ".join(f"{d['source']} / {d['doc_id']} ({d['part']}): “{_quote(d['snippet'], 120)}”"
+                                 for d in sp["docs"])
+                lines.append(f"  - “{_quote(sp['text'], 120)}” ×{sp['count']} in: {docs}")
+    return lines
 
 
 def plot_tasks(path: Path, results: dict[str, Any]) -> Path:

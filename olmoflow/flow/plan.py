@@ -1,6 +1,7 @@
 """Which stages of the flow run: `--from`, `--to` and `--init`.
 
-curate always runs when the flow reaches a stage that reads data (it is cached after the first run);
+curate always runs when the flow reaches a stage that reads data (it is cached after the first run), and so does
+trace-index, which reads only curate's dataset, when the flow reaches it (eval traces its samples with its index);
 checkpoint stages before `--from` are skipped, and `--init` feeds an artifact to the `--from` stage.
 """
 
@@ -34,7 +35,9 @@ class Plan:
         i = STAGES.index(stage)
         if i > STAGES.index(self.stop):
             return False
-        return stage == "curate" or i >= STAGES.index(self.start)
+        e = stage_entry(stage)  # a data stage (curate, trace-index: no checkpoint in or out) runs on every path
+        return (e.output != "checkpoint" and "checkpoint" not in e.inputs + e.optional_inputs) \
+            or i >= STAGES.index(self.start)
 
     def skip_reason(self, stage: str) -> str:
         after = STAGES.index(stage) > STAGES.index(self.stop)

@@ -7,8 +7,12 @@
    every scale, tokenizer-independent, while task accuracies of a tiny model sit near chance.
 2. Tasks from `eval/{task}.jsonl` (tasks.py): ARC-Easy as OLMES's cloze multiple choice (mc.py) and arithmetic
    by greedy generation and exact match of the final number (gen.py).
+3. Given a trace index (its optional `index` input, from stage trace-index), a few sample generations of the
+   checkpoint traced against the training data (olmoflow/trace/samples.py): the spans it reproduces verbatim and
+   their documents; without one the report says so.
 The payload: results.json (every metric, item counts, formulas, wall times), report.md, predictions/{task}.jsonl
-(per item), plots/. Each finished domain or task is saved in-stage, so a killed run resumes where it stopped.
+(per item), traces.json (the traced samples), plots/. Each finished domain or task is saved in-stage, so a killed
+run resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -26,28 +30,46 @@ from olmoflow.evals.report import plot_bpb, plot_tasks, write_markdown, write_re
 from olmoflow.evals.tasks import TASKS, chance, load_items
 from olmoflow.model import generate
 from olmoflow.model.checkpoint import load_checkpoint
-from olmoflow.registry import REGISTRY
 from olmoflow.registry import stage as stage_entry
 from olmoflow.train.world import World
 
-CHAT_STAGES = tuple(s.name for s in REGISTRY if s.chat)
-"""Checkpoints made by these stages were trained on the chat template: auto chat_format prompts them with it."""
 PARTIAL = "partial.json"
+TRACES = "traces.json"
 
 
-def chat_style(setting: str, checkpoint: InputArtifact) -> tuple[bool, str]:
-    """Whether generative tasks use the chat template, and why (the reason goes into the report)."""
-    if setting != "auto":
-        return setting == "chat", f"eval.chat_format={setting}"
-    stage = checkpoint.manifest.get("stage")
-    if stage in CHAT_STAGES:
-        return True, f"auto: the checkpoint was made by stage {stage}"
-    model_dir = checkpoint.path / "model"
-    tok_cfg = model_dir / "tokenizer_config.json"
-    if (model_dir / "chat_template.jinja").exists() or (
-            tok_cfg.exists() and "chat_template" in json.loads(tok_cfg.read_text())):
-        return True, "auto: the checkpoint ships a chat template"
-    return False, f"auto: the checkpoint was made by stage {stage or 'unknown'}, not a post-training stage"
+def trace_section(ctx: StageContext, model, tokenizer, checkpoint: InputArtifact, chat: bool, val_files: list[Path],
+                  start_id: int, seq_len: int) -> dict[str, Any]:
+    """The report's trace section: {status, note, index, checkpoints: [one per checkpoint traced]}. Without an
+    index, with eval.trace_samples 0, or with an index of another tokenizer, it says why and traces nothing."""
+    cfg = ctx.cfg.eval
+    given = ctx.inputs.get("index")
+    if given is None:
+        return {"status": "no index", "index": None, "checkpoints": [],
+                "note": "no trace index was given to the eval stage (its `index` input, from stage trace-index)"}
+    if cfg.trace_samples == 0:
+        return {"status": "off", "index": {"uri": given.uri}, "checkpoints": [], "note": "eval.trace_samples is 0"}
+    from olmoflow.trace.index import TraceError, TraceIndex
+    from olmoflow.trace.samples import index_info, prompts, trace_checkpoint
+
+    index = TraceIndex(given.path, given.uri)
+    try:
+        try:
+            index.check_tokenizer(checkpoint.path / "tokenizer.json", f"checkpoint {checkpoint.uri}")
+        except TraceError as e:
+            return {"status": "refused", "index": index_info(index), "checkpoints": [], "note": str(e)}
+        asked = prompts(val_files, tokenizer, cfg.trace_samples, cfg.trace_prompt_tokens)
+        texts = gen.complete(model, tokenizer, [p["prompt"] for p in asked], chat=chat, generate=generate,
+                             start_id=start_id, seq_len=seq_len, max_new_tokens=cfg.trace_new_tokens,
+                             batch_size=cfg.batch_size)
+        # one entry per checkpoint: evaluating every stage's checkpoint appends one each
+        entry = trace_checkpoint(index, {"stage": checkpoint.manifest.get("stage"), "uri": checkpoint.uri,
+                                         "chat": chat},
+                                 [{**p, "generated": t} for p, t in zip(asked, texts)], max_docs=cfg.trace_docs)
+        ctx.log.info("eval trace: %d samples, %d spans, %.1f%% of the generated text found in the training data",
+                     len(entry["samples"]), entry["spans"], 100 * entry["covered"])
+        return {"status": "traced", "index": index_info(index), "checkpoints": [entry], "note": ""}
+    finally:
+        index.close()
 
 
 def _save_partial(ctx: StageContext, done: dict[str, Any]) -> None:
@@ -72,7 +94,7 @@ def run(ctx: StageContext) -> dict[str, float]:
     start_id = tokenizer.token_to_id("<|endoftext|>")
     if start_id is None:
         raise ValueError(f"{checkpoint.path / 'tokenizer.json'}: no <|endoftext|> token")
-    chat, chat_reason = chat_style(cfg.chat_format, checkpoint)
+    chat, chat_reason = gen.chat_style(cfg.chat_format, checkpoint.manifest.get("stage"), checkpoint.path)
     val_files = sorted((data / "val").glob("*.jsonl"))
     if not val_files:
         raise FileNotFoundError(f"eval: dataset {data}: no val/*.jsonl held-out files (curate.val_fraction is 0?)")
@@ -121,6 +143,13 @@ def run(ctx: StageContext) -> dict[str, float]:
                      metrics[task.primary], done[key]["chance"])
         _save_partial(ctx, done)
 
+    # ---- sample generations traced against the training data
+    if "trace" not in done:
+        t0 = time.time()
+        done["trace"] = {**trace_section(ctx, model, tokenizer, checkpoint, chat, val_files, start_id, seq_len),
+                         "wall_s": time.time() - t0}
+        _save_partial(ctx, done)
+
     # ---- results, report, plots
     domains = {k.removeprefix("val/"): v for k, v in done.items() if k.startswith("val/")}
     all_domains = pooled({d: DomainScore(v["docs"], v["tokens"], v["bytes"], v["nats"]) for d, v in domains.items()})
@@ -139,6 +168,9 @@ def run(ctx: StageContext) -> dict[str, float]:
     flat |= {f"val_bpb/{d}": v["bpb"] for d, v in domains.items()}
     flat |= {f"val_loss/{d}": v["loss_per_token"] for d, v in domains.items()}
     flat |= {f"{name}/{m}": v for name, t in tasks.items() for m, v in t["metrics"].items()}
+    trace = {k: v for k, v in done["trace"].items() if k != "wall_s"}
+    for entry in trace["checkpoints"]:  # one today: the checkpoint evaluated
+        flat |= {"trace/spans": float(entry["spans"]), "trace/covered": entry["covered"]}
     headline = stage_entry("eval").headline
     results = {
         "headline": {"metric": headline, "value": flat[headline]},
@@ -147,12 +179,15 @@ def run(ctx: StageContext) -> dict[str, float]:
                     "method": method, "seq_len": seq_len, "overlap": overlap},
         "tasks": tasks,
         "chat_format": {"chat": chat, "reason": chat_reason},
+        "trace": trace,
         "model": {"checkpoint": checkpoint.uri, "parameters": sum(p.numel() for p in model.parameters()),
                   "max_seq_len": model.cfg.max_seq_len},
         "config": cfg.model_dump(mode="json"),
         "wall_s": {"total": time.time() - started} | {k: v["wall_s"] for k, v in done.items()},
     }
     write_results(ctx.out, results)
+    (ctx.out / TRACES).write_text(json.dumps(trace, indent=1, ensure_ascii=False) + "\n")
+    ctx.log_artifact(ctx.out / TRACES, "trace")
     write_markdown(ctx.out, results)
     plots = ctx.out / "plots"
     plots.mkdir(exist_ok=True)

@@ -36,8 +36,12 @@ def test_dag_has_each_stage_on_one_node_or_as_a_job_in_flow_order(tmp_path):
     assert nodes == {f"nodes_{s.section}" for s in REGISTRY if s.multi_node}
     # the top level runs the stages in flow order: each group waits for the one before it
     root = dags["root"]["tasks"]
-    # ... but trace-index, which reads only curate's dataset, runs beside them on a CPU pod
+    # ... but trace-index, which reads only curate's dataset, runs beside them on a CPU pod, and eval waits for it too
+    # (it traces its sample generations with the index)
     assert root.pop("trace-index")["dependentTasks"] == [next(k for k in root if k.startswith("condition-branches"))]
+    assert root["evaluate"]["inputs"]["artifacts"]["index"]["taskOutputArtifact"] == {
+        "outputArtifactKey": "index", "producerTask": "trace-index"}
+    root["evaluate"]["dependentTasks"].remove("trace-index")
     order, done = [], set()
     while len(order) < len(root):
         ready = sorted(k for k, t in root.items() if k not in done and set(t.get("dependentTasks", [])) <= done)

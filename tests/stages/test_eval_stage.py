@@ -123,10 +123,77 @@ def test_eval_stage_writes_a_report_that_holds_the_numbers(tmp_path, payloads):
             f"{arc['chance']:.4f} |") in md
     assert f"| code | 2 | {lm['domains']['code']['tokens']} |" in md
     assert "slides on with 32 tokens of carried context" in md
-    pngs = sorted(p.name for p, _ in ctx.logged)
+    assert "Sample generations were not traced: no trace index was given to the eval stage" in md
+    assert res["trace"]["status"] == "no index" and not any(k.startswith("trace/") for k in metrics)
+    pngs = sorted(p.name for p, sub in ctx.logged if sub == "plots")
     assert pngs == ["task_scores.png", "val_bpb.png"]
+    assert [(p.name, sub) for p, sub in ctx.logged if sub != "plots"] == [("traces.json", "trace")]
     for name in pngs:
         assert (ctx.out / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+COPIED = "A magnet attracts iron nails while the ice melts into water."
+"""Training text (an SFT answer) that the fake model below writes back word for word."""
+
+
+def test_sample_generations_are_traced_against_the_index(tmp_path, payloads, monkeypatch):
+    from olmoflow.trace.build import build_index
+
+    data, ckpt, tok = payloads
+    _jsonl(data / "post" / "sft.jsonl", [{"messages": [{"role": "user", "content": "Tell me about magnets."},
+                                                      {"role": "assistant", "content": COPIED}]}])
+    build_index(data, tmp_path / "index", ["post"], cpus=1)
+    copied = tok.encode(COPIED, add_special_tokens=False).ids
+    prompts = []
+
+    def fake_generate(model, batch, max_new_tokens, temperature, eos_id):
+        prompts.extend(batch)
+        return [copied[:max_new_tokens] + [eos_id]] * len(batch), [[0.0] * (len(copied) + 1)] * len(batch)
+
+    monkeypatch.setattr(eval_stage, "generate", fake_generate)
+    ctx = _ctx(tmp_path, data, ckpt, _cfg(tasks=["arc_easy"], trace_samples=3, trace_prompt_tokens=4))
+    ctx.inputs["index"] = input_from_dir(tmp_path / "index", "index")
+    metrics = eval_stage.run(ctx)
+
+    # three prompts: the openings of held-out documents, the domains in turn, after <|endoftext|> (a base model)
+    eos = tok.token_to_id("<|endoftext|>")
+    assert [p[0] for p in prompts] == [eos] * 3 and all(len(p) == 5 for p in prompts)
+    traces = json.loads((ctx.out / "traces.json").read_text())
+    assert traces["status"] == "traced" and traces["index"]["uri"] == str(tmp_path / "index")
+    [entry] = traces["checkpoints"]
+    assert (entry["stage"], entry["uri"], entry["chat"]) == ("pretrain", str(ckpt), False)
+    assert [s["id"] for s in entry["samples"]] == ["val/code#0", "val/web#0", "val/code#1"]
+    assert entry["samples"][1]["prompt"] == WEB[0][:len(entry["samples"][1]["prompt"])]
+    for s in entry["samples"]:
+        assert s["generated"] == COPIED
+        [span] = s["spans"]
+        assert span["text"] == COPIED.rstrip(".") or span["text"] == COPIED
+        assert span["docs"][0]["source"] == "post/sft" and span["docs"][0]["part"] == "post"
+    assert metrics["trace/spans"] == 3 and metrics["trace/covered"] > 0.9
+    assert json.loads((ctx.out / "results.json").read_text())["trace"] == traces
+
+    md = (ctx.out / "report.md").read_text()
+    section = md[md.index("## Where the model saw it (OlmoTrace)"):]
+    assert f"Index: `{tmp_path / 'index'}`" in section and "3 samples (base prompts): 3 spans" in section
+    assert f"**{span['text']}**" in section and "post/sft / 0.1 (post)" in section
+
+
+def test_an_index_of_another_tokenizer_is_noted_not_fatal(tmp_path, payloads):
+    from olmoflow.trace.build import build_index
+
+    data, ckpt, _ = payloads
+    other = tmp_path / "other"
+    other.mkdir()
+    train_bpe(["a different corpus with different words entirely"] * 9, 300).save(str(other / "tokenizer.json"))
+    _jsonl(other / "post" / "sft.jsonl", [{"messages": [{"role": "user", "content": "hi"},
+                                                       {"role": "assistant", "content": "different words"}]}])
+    build_index(other, tmp_path / "index", ["post"], cpus=1)
+    ctx = _ctx(tmp_path, data, ckpt, _cfg(tasks=["arc_easy"]))
+    ctx.inputs["index"] = input_from_dir(tmp_path / "index", "index")
+    eval_stage.run(ctx)
+    res = json.loads((ctx.out / "results.json").read_text())
+    assert res["trace"]["status"] == "refused" and "uses tokenizer" in res["trace"]["note"]
+    assert "Sample generations were not traced: trace: checkpoint" in (ctx.out / "report.md").read_text()
 
 
 def test_checkpoints_from_post_training_get_chat_prompts(tmp_path, payloads):
