@@ -10,7 +10,7 @@
     olmoflow export-hf CHECKPOINT_URI OUT_DIR
     olmoflow import-hf HF_DIR [--out URI]
     olmoflow trace --index URI [--json] [--checkpoint URI] [--file F] [TEXT]   where the training data holds TEXT
-    olmoflow trace-ui --index URI [--port N]                                  the same as a local web page
+    olmoflow trace-ui --index URI [--port N] [--checkpoint URI]   the same as a local web page (a checkpoint: prompts)
     olmoflow lineage URI [--json]       an artifact's chain of artifacts, MLflow runs and configs back to the sources
     olmoflow verify-code --program P.py --tests T.py [--timeout S]   run T.py's asserts against P.py in the sandbox
 
@@ -108,6 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
     ui = sub.add_parser("trace-ui", help="a local web page: paste a model's output, see its traced spans")
     ui.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (0: any free one)")
     _trace_args(ui)
+    ui.add_argument("--max-new-tokens", type=int, default=64, help="with --checkpoint: tokens it answers a prompt with")
+    ui.add_argument("--chat-format", choices=("auto", "base", "chat"), default="auto",
+                    help="with --checkpoint: prompt it with the chat template (auto: when a post-training stage made "
+                    "it or it ships one)")
 
     lin = sub.add_parser("lineage", help="the artifacts, MLflow runs and configs from an artifact back to the "
                          "sources (a dataset's removal counts and its trace index too)")
@@ -124,8 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _trace_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--index", required=True, help="a trace-index artifact URI (or a folder holding an index)")
-    p.add_argument("--checkpoint", default="", help="the model that wrote the text: refused unless it uses the "
-                   "index's tokenizer (a checkpoint artifact URI, or a folder holding tokenizer.json)")
+    p.add_argument("--checkpoint", default="", help="the model that wrote the text (trace-ui: the model the page "
+                   "prompts): refused unless it uses the index's tokenizer (a checkpoint artifact URI, or a folder "
+                   "holding tokenizer.json)")
     p.add_argument("--docs", type=int, default=10, help="documents shown per span (K)")
     p.add_argument("--min-words", type=int, default=3, help="words a span needs")
     p.add_argument("--density", type=float, default=0.05, help="spans kept per token of the text")
@@ -232,16 +237,25 @@ def cmd_import_hf(args) -> int:
     return 0
 
 
+def _checkpoint_payload(uri: str) -> tuple[Path, dict]:
+    """A checkpoint's local payload folder and manifest ({} for a plain folder holding tokenizer.json)."""
+    local = Path(uri.removeprefix("file://"))
+    if (local / "tokenizer.json").is_file() and not (local / "manifest.json").is_file():
+        return local, {}
+    from olmoflow.artifacts import open_artifact
+    art = open_artifact(uri, kind="checkpoint")
+    return art.path, art.manifest
+
+
 def _open_trace_index(args):
+    """The index, and the checkpoint's payload and manifest (None, {} without --checkpoint), its tokenizer checked."""
     from olmoflow.trace.index import TraceIndex
     index = TraceIndex.open(args.index)
+    local, manifest = None, {}
     if args.checkpoint:
-        local = Path(args.checkpoint.removeprefix("file://"))
-        if not (local / "tokenizer.json").is_file() or (local / "manifest.json").is_file():
-            from olmoflow.artifacts import open_artifact
-            local = open_artifact(args.checkpoint, kind="checkpoint").path
+        local, manifest = _checkpoint_payload(args.checkpoint)
         index.check_tokenizer(local / "tokenizer.json", f"checkpoint {args.checkpoint}")
-    return index
+    return index, local, manifest
 
 
 def cmd_trace(args) -> int:
@@ -253,7 +267,7 @@ def cmd_trace(args) -> int:
         raise ConfigError("config error: trace: give the text, or --file F (not both)")
     text = args.text if args.file == "" else sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
     try:
-        index = _open_trace_index(args)
+        index, _, _ = _open_trace_index(args)
     except TraceError as e:
         print(f"olmoflow: {e}", file=sys.stderr)
         return 1
@@ -274,11 +288,18 @@ def cmd_trace_ui(args) -> int:
     from olmoflow.trace.index import TraceError
     from olmoflow.trace.server import serve
     try:
-        index = _open_trace_index(args)
+        index, local, manifest = _open_trace_index(args)
     except TraceError as e:
         print(f"olmoflow: {e}", file=sys.stderr)
         return 1
-    serve(index, args.port, min_words=args.min_words, density=args.density, max_docs=args.docs)
+    if args.max_new_tokens < 1:
+        raise ConfigError("config error: trace-ui: --max-new-tokens must be at least 1")
+    completer = None
+    if local is not None:
+        from olmoflow.trace.prompting import Completer
+        completer = Completer.load(local, manifest.get("stage"), args.checkpoint, args.chat_format,
+                                   args.max_new_tokens)
+    serve(index, args.port, completer, min_words=args.min_words, density=args.density, max_docs=args.docs)
     return 0
 
 

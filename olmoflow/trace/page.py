@@ -21,6 +21,11 @@ PAGE = r"""<!doctype html>
 <h1>Where did the model see this?</h1>
 <p class="meta">Index: <span id="index"></span>. Paste a model's output; spans it shares verbatim with the training
 data are highlighted (long and rare first, as OlmoTrace ranks them). Click a span for its documents.</p>
+<div id="promptbox" hidden>
+<p class="meta">Or type a prompt: checkpoint <span id="checkpoint"></span> answers it, and its answer is traced.</p>
+<textarea id="prompt" placeholder="a prompt for the checkpoint"></textarea>
+<button id="generate">Generate and trace</button>
+</div>
 <textarea id="text" placeholder="a model's output"></textarea>
 <button id="trace">Trace</button> <span id="status" class="meta"></span>
 <div id="output"></div>
@@ -34,7 +39,18 @@ async function trace() {
   const text = $("text").value;
   $("status").textContent = "tracing...";
   const r = await fetch("api/trace", {method: "POST", body: JSON.stringify({text})});
+  show(text, await r.json());
+}
+async function generate() {
+  $("status").textContent = "generating...";
+  const r = await fetch("api/generate", {method: "POST", body: JSON.stringify({prompt: $("prompt").value})});
   const out = await r.json();
+  if (out.error) { $("status").textContent = out.error; return; }
+  $("text").value = out.text;
+  show(out.text, out);
+  $("status").textContent += ` (generated in ${out.gen_ms} ms)`;
+}
+function show(text, out) {
   spans = out.spans || [];
   let html = "", at = 0;
   spans.forEach((s, i) => {
@@ -59,12 +75,17 @@ async function showDoc(ix) {
   $("doc").textContent = d.error ? d.error : `${d.source} / ${d.doc_id}\n\n${d.text}`;
 }
 $("trace").addEventListener("click", trace);
+$("generate").addEventListener("click", generate);
 $("output").addEventListener("click", (e) => { if (e.target.matches("mark.span")) showSpan(e.target.dataset.i); });
 $("docs").addEventListener("click", (e) => {
   const a = e.target.closest("a.doc"); if (a) { e.preventDefault(); showDoc(a.dataset.ix); }
 });
 fetch("api/info").then((r) => r.json()).then((i) => {
   $("index").textContent = `${i.uri} (${i.docs} documents, ${i.tokens} tokens)`;
+  if (i.checkpoint) {
+    $("checkpoint").textContent = `${i.checkpoint.uri} (${i.checkpoint.chat ? "chat template" : "plain text"})`;
+    $("promptbox").hidden = false;
+  }
 });
 </script>
 </body>

@@ -54,3 +54,12 @@ def test_another_tokenizer_is_refused_in_one_line(index_dir, tmp_path, capsys):
 def test_text_or_file_is_required(index_dir, capsys):
     assert main(["trace", "--index", str(index_dir)]) == 2
     assert "give the text" in capsys.readouterr().err
+
+
+def test_trace_ui_refuses_a_checkpoint_of_another_tokenizer(index_dir, tmp_path, capsys):
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    train_bpe(["an entirely different corpus of words"] * 5, vocab_size=300).save(str(ckpt / "tokenizer.json"))
+    assert main(["trace-ui", "--index", str(index_dir), "--checkpoint", str(ckpt), "--port", "0"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "uses tokenizer" in err and str(ckpt) in err

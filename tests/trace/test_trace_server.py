@@ -1,7 +1,8 @@
-"""trace-ui: the page, tracing over HTTP, a document's text; and, where Debian's chromium is installed, the page in
-a real headless browser: it loads, a traced text shows highlighted spans, clicking one lists its documents and
-clicking a document shows its text. (make test installs chromium with `apt-get install -y chromium`; without it
-the browser test skips.)"""
+"""trace-ui: the page, tracing over HTTP, a document's text, a prompt answered by a tiny checkpoint and traced; and,
+where Debian's chromium is installed, the page in a real headless browser: it loads, a traced text shows highlighted
+spans, clicking one lists its documents and clicking a document shows its text; with a checkpoint, a typed prompt's
+answer shows its spans. (make test installs chromium with `apt-get install -y chromium`; without it the browser
+tests skip.)"""
 
 from __future__ import annotations
 
@@ -21,13 +22,44 @@ from olmoflow.trace.server import make_server
 SENTENCE = PLANTED[("long", "books", "gutenberg", "b0")]
 
 
+def serving(index, completer=None):
+    server = make_server(index, 0, completer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
 @pytest.fixture()
 def base(index):
-    server = make_server(index, 0)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server, url = serving(index)
+    yield url
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture(scope="module")
+def checkpoint(dataset, tmp_path_factory):
+    """A tiny Olmo3 over the index's tokenizer, saved as a checkpoint payload (model/ + tokenizer.json)."""
+    from kit import tiny_olmo
+    from tokenizers import Tokenizer
+
+    from olmoflow.model.checkpoint import save_checkpoint
+
+    vocab = Tokenizer.from_file(str(dataset / "tokenizer.json")).get_vocab_size(with_added_tokens=True)
+    out = tmp_path_factory.mktemp("trace-ckpt") / "ckpt"
+    save_checkpoint(out, tiny_olmo(vocab, max_seq_len=128), dataset / "tokenizer.json")
+    return out
+
+
+class Copier:
+    """A stand-in checkpoint that answers every prompt with training text (a tiny random model never does)."""
+
+    uri = "copier"
+
+    def __call__(self, prompt: str) -> str:
+        return f"Well, {SENTENCE} That is all."
+
+    def info(self) -> dict:
+        return {"uri": self.uri, "chat": False}
 
 
 def post(url: str, body: dict) -> dict:
@@ -44,6 +76,50 @@ def test_page_trace_and_document_over_http(base):
     assert doc["source"] == "gutenberg" and SENTENCE in doc["text"]
     with pytest.raises(urllib.error.HTTPError):
         urllib.request.urlopen(base + "/api/doc?ix=99999", timeout=10)
+
+
+def test_a_prompt_answered_by_a_checkpoint_and_traced(index, checkpoint):
+    from olmoflow.trace.prompting import Completer
+
+    completer = Completer.load(checkpoint, None, str(checkpoint), max_new_tokens=12)
+    assert completer.info() == {"uri": str(checkpoint), "chat": False, "max_new_tokens": 12,
+                                "reason": "auto: the checkpoint was made by stage unknown, not a post-training stage"}
+    server, url = serving(index, completer)
+    try:
+        info = json.loads(urllib.request.urlopen(url + "/api/info", timeout=10).read())
+        assert info["checkpoint"]["uri"] == str(checkpoint) and info["checkpoint"]["chat"] is False
+        out = post(url + "/api/generate", {"prompt": "The lighthouse keeper"})
+        assert out["prompt"] == "The lighthouse keeper" and out["gen_ms"] > 0 and isinstance(out["spans"], list)
+        assert out["text"] == completer("The lighthouse keeper")  # greedy: the same answer again
+        with pytest.raises(urllib.error.HTTPError) as err:
+            post(url + "/api/generate", {"prompt": "  "})
+        assert err.value.code == 400
+    finally:
+        server.shutdown()
+        server.server_close()
+    # a post-training stage's checkpoint is prompted with the chat template; its answer stops at <|im_end|>
+    chat = Completer.load(checkpoint, "sft", "sft-ckpt", max_new_tokens=12)
+    assert chat.chat and chat.reason == "auto: the checkpoint was made by stage sft"
+    assert isinstance(chat("What does photosynthesis do?"), str)
+
+
+def test_an_answer_that_copies_training_text_shows_its_span(index):
+    server, url = serving(index, Copier())
+    try:
+        out = post(url + "/api/generate", {"prompt": "Tell me about the captain."})
+        [span] = out["spans"]
+        assert span["text"] == SENTENCE and span["docs"][0]["doc_id"] == "b0"
+        assert out["text"][span["start"]:span["end"]] == SENTENCE
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_no_checkpoint_no_prompts(base):
+    assert json.loads(urllib.request.urlopen(base + "/api/info", timeout=10).read())["checkpoint"] is None
+    with pytest.raises(urllib.error.HTTPError) as err:
+        post(base + "/api/generate", {"prompt": "hello"})
+    assert err.value.code == 404 and "--checkpoint" in json.loads(err.value.read())["error"]
 
 
 class Browser:
@@ -113,3 +189,23 @@ def test_page_in_a_headless_browser(base):
         assert doc.startswith("gutenberg / b0") and SENTENCE in doc
     finally:
         b.close()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium)")
+def test_prompt_box_in_a_headless_browser(index):
+    server, url = serving(index, Copier())
+    b = Browser(CHROMIUM, url + "/")
+    try:
+        b.wait("document.readyState === 'complete' && !document.getElementById('promptbox').hidden")
+        assert b.js("document.getElementById('checkpoint').textContent") == "copier (plain text)"
+        b.js("document.getElementById('prompt').value = 'Tell me about the captain.';"
+             " document.getElementById('generate').click(); true")
+        marks = b.wait("(() => { const m = [...document.querySelectorAll('mark.span')].map(e => e.textContent);"
+                       " return m.length ? m : null; })()")
+        assert marks == [SENTENCE]
+        assert b.js("document.getElementById('text').value") == Copier()("")
+        assert "generated in" in b.js("document.getElementById('status').textContent")
+    finally:
+        b.close()
+        server.shutdown()
+        server.server_close()
