@@ -88,7 +88,8 @@ def trace_lines(trace: dict[str, Any] | None) -> list[str]:
     for entry in trace["checkpoints"]:
         lines += [f"### Checkpoint of stage {entry['stage']} (`{entry['uri']}`)", "",
                   f"{len(entry['samples'])} samples ({'chat' if entry['chat'] else 'base'} prompts): {entry['spans']} "
-                  f"spans, {100 * entry['covered']:.1f}% of the generated characters found in the training data.",
+                  f"span{'' if entry['spans'] == 1 else 's'}, {100 * entry['covered']:.1f}% of the generated "
+                  "characters found in the training data.",
                   ""]
         for s in entry["samples"]:
             lines += [f"- **{s['id']}** prompt: “{_quote(s['prompt'])}”",

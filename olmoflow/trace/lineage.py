@@ -164,7 +164,9 @@ def format_lineage(graph: dict[str, Any]) -> list[str]:
         run = node["mlflow_run_id"] or "— (not logged to MLflow)"
         lines.append(f"    mlflow run: {run}" + (f" (flow run {node['flow_run']})" if node["flow_run"] else ""))
         if node["headline"]:
-            lines.append(f"    {node['headline']['metric']}: {node['headline']['value']:.6g}")
+            v = node["headline"]["value"]
+            shown = f"{int(v):,}" if float(v).is_integer() and abs(v) >= 1000 else f"{v:.6g}"
+            lines.append(f"    {node['headline']['metric']}: {shown}")
         lines.append(f"    config: {compact_config(node['config'], node['config_at'])}")
         for name, src in node["inputs"].items():
             lines.append(f"    input {name}: {src}")
