@@ -169,6 +169,13 @@ def split_sources(cfg: CurateConfig) -> tuple[list[SourceConfig], list[SourceCon
     return present, absent
 
 
+def absent_optional(cfg: CurateConfig) -> list[str]:
+    """Names of the optional sources whose path matches no files under sources_dir (all of them when it is not
+    there): what a dataset made from this folder lacks beyond what its config says."""
+    root = sources_root(cfg)
+    return [s.name for s in cfg.sources if not s.required and not find(root, s.path, f"source {s.name!r}")]
+
+
 def check_sources(cfg: CurateConfig) -> tuple[list[SourceConfig], list[SourceConfig]]:
     """Every required source, post-training and eval file the config needs exists (one clear error otherwise);
     returns split_sources' (sources to read, absent optional sources)."""

@@ -3,9 +3,10 @@ sources are on disk (unless curate's artifact for this config is already in the 
 
 from __future__ import annotations
 
-from olmoflow.artifacts import ArtifactError, ArtifactStore, fingerprint, read_manifest
+from olmoflow.artifacts import ArtifactError, ArtifactStore, read_manifest
 from olmoflow.config import FlowConfig
 from olmoflow.flow.plan import Plan
+from olmoflow.flow.runner import StageError, address
 from olmoflow.storage import storage_for
 
 
@@ -17,10 +18,9 @@ def preflight(cfg: FlowConfig, plan: Plan) -> None:
         if manifest["kind"] != "checkpoint":
             raise ArtifactError(f"--init {plan.init}: is a {manifest['kind']} artifact (from stage "
                                 f"{manifest['stage']}); --from {plan.start} needs a checkpoint")
-    curate_uri = store.uri("curate", fingerprint("curate", cfg.stage_config("curate"), {}))
+    _, curate_uri = address(store, "curate", cfg, {})
     if plan.runs("curate") and not store.is_complete(curate_uri):
         from olmoflow.data.sources import check_sources
-        from olmoflow.flow.runner import StageError
         try:
             check_sources(cfg.curate)
         except ValueError as e:

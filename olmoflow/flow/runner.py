@@ -86,8 +86,20 @@ def input_fingerprints(spec: Stage, inputs: dict[str, str]) -> dict[str, str]:
 
 def address(store: ArtifactStore, stage: str, cfg: FlowConfig, input_fps: dict[str, str]) -> tuple[str, str]:
     """(fingerprint, URI) of `stage`'s artifact for this config and these input fingerprints."""
-    fp = fingerprint(stage, cfg.stage_config(stage), input_fps)
+    fp = fingerprint(stage, {**cfg.stage_config(stage), **sources_state(stage, cfg)}, input_fps)
     return fp, store.uri(stage, fp)
+
+
+def sources_state(stage: str, cfg: FlowConfig) -> dict[str, Any]:
+    """What curate's output depends on beyond its config: the optional sources absent from this machine's sources
+    folder. A dataset made without them is another dataset, and must not be reused where they are present (a
+    store shared by a machine with Debian's sources and one without). Empty when all are there, so a full sources
+    folder keeps the fingerprint the config alone gives."""
+    if stage != "curate":
+        return {}
+    from olmoflow.data.sources import absent_optional  # curate's side only: file listings, no heavy imports
+    absent = absent_optional(cfg.curate)
+    return {"absent_sources": absent} if absent else {}
 
 
 def locate(stage: str, cfg: FlowConfig, inputs: dict[str, str]) -> tuple[ArtifactStore, str, str]:

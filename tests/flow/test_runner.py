@@ -150,3 +150,21 @@ def test_a_one_process_stage_is_refused_under_torchrun(fake_stages, cfg, monkeyp
     with pytest.raises(StageError, match="stage curate runs in one process; it cannot run on 2 ranks"):
         run_stage("curate", cfg, {})
     assert CALLS == []
+
+
+def test_a_dataset_made_without_an_optional_source_has_its_own_address(tmp_path):
+    """Which optional sources are absent changes what curate writes, so it is part of curate's fingerprint; with every
+    source present the fingerprint is the config's alone (the same as before optional sources existed)."""
+    from olmoflow.artifacts import ArtifactStore, fingerprint
+    from olmoflow.config import from_dict
+    (tmp_path / "code").mkdir()
+    (tmp_path / "code" / "a.py").write_text("x = 1\n")
+    cfg = from_dict({"curate": {"sources_dir": str(tmp_path), "sources": [
+        {"name": "code", "path": "code/*.py", "domain": "code"},
+        {"name": "docs", "path": "docs/*.rst", "domain": "prose", "required": False}]}})
+    store = ArtifactStore(str(tmp_path / "store"), "f")
+    without, _ = runner.address(store, "curate", cfg, {})
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "b.rst").write_text("Some prose.\n")
+    present, _ = runner.address(store, "curate", cfg, {})
+    assert present == fingerprint("curate", cfg.stage_config("curate"), {}) != without
