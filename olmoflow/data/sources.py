@@ -153,27 +153,24 @@ def holdout_files(src: SourceConfig, root: str | os.PathLike[str]) -> list[Sourc
     return files
 
 
+def absent_optional(cfg: CurateConfig) -> list[str]:
+    """Names of the optional sources whose path matches no files under sources_dir (all of them when it is not
+    there): what a dataset made from this folder lacks beyond what its config says."""
+    root = sources_root(cfg)
+    return [s.name for s in cfg.sources if not s.required and not find(root, s.path, f"source {s.name!r}")]
+
+
 def split_sources(cfg: CurateConfig) -> tuple[list[SourceConfig], list[SourceConfig]]:
     """(sources to read, optional sources that are absent); a required source that is absent raises."""
     root = sources_root(cfg)
     if not is_remote(root) and not Path(root).is_dir():
         raise ValueError(f"curate: sources_dir {os.fspath(root)!r} is not a folder (run `make data`, or set "
                          "curate.sources_dir)")
-    present, absent = [], []
-    for src in cfg.sources:
-        if src.required or find(root, src.path, f"source {src.name!r}"):
-            plan_files(src, root)
-            present.append(src)
-        else:
-            absent.append(src)
-    return present, absent
-
-
-def absent_optional(cfg: CurateConfig) -> list[str]:
-    """Names of the optional sources whose path matches no files under sources_dir (all of them when it is not
-    there): what a dataset made from this folder lacks beyond what its config says."""
-    root = sources_root(cfg)
-    return [s.name for s in cfg.sources if not s.required and not find(root, s.path, f"source {s.name!r}")]
+    gone = set(absent_optional(cfg))
+    present = [s for s in cfg.sources if s.name not in gone]
+    for src in present:
+        plan_files(src, root)  # raises, naming the source, for a required one that is absent
+    return present, [s for s in cfg.sources if s.name in gone]
 
 
 def check_sources(cfg: CurateConfig) -> tuple[list[SourceConfig], list[SourceConfig]]:
