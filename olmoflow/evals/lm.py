@@ -5,6 +5,12 @@ A request is (context tokens, continuation tokens); its score is the sum over th
 log p(token | everything before it), in nats. Requests are sorted by length and right-padded into batches:
 attention is causal, so padding after a sequence never changes the logits of its real tokens. A batch holds a
 fixed budget of padded tokens, so it takes a few long sequences or many short ones.
+
+`score_groups` is the fast path for olmoflow's Olmo3 (a model with `.hidden` and `.lm_head`): the requests of a
+group (an item's answer choices) go into one row as a prefix tree -- the tokens they share are run once, each
+choice's own tokens follow as a branch that sees the shared trunk and itself only, at the positions it would have
+alone -- and the LM head runs only at the scored positions, so no [tokens, vocab] logits exist beyond them.
+Other models (HF, the tests' bigram) take `score_requests`, one padded sequence per request.
 """
 
 from __future__ import annotations
@@ -13,6 +19,9 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
+
+from olmoflow.model.attention import Masks
 
 Progress = Callable[[Iterable, int, str], Iterator]
 
@@ -108,3 +117,122 @@ def document_requests(tokens: list[int], start_id: int, seq_len: int, overlap: i
     seq = [start_id] + tokens
     return [Request(context=seq[a:b + 1 - k], continuation=seq[b + 1 - k:b + 1])
             for a, b, k in windows(len(tokens), seq_len, overlap)]
+
+
+HEAD_CHUNK = 1024
+"""Scored positions per LM-head matmul: bounds the transient logits at HEAD_CHUNK x vocab floats."""
+
+
+@dataclass
+class _Row:
+    """One packed row: a trunk shared by its requests, then one branch per request."""
+
+    ids: list[int]
+    pos: list[int]
+    seg: list[int]  # 0 = trunk, k + 1 = branch of the row's k-th request
+    scored: list[tuple[int, int, int, int]]  # (request, packed index predicting, target token, position in request)
+
+
+def _pack(inputs: list[list[int]], targets: list[list[int]], starts: list[int], owners: list[int]) -> _Row:
+    """Requests as a prefix tree: inputs[k] is request k's model input, targets[k][i] the token input i predicts,
+    scored from input index starts[k] on."""
+    trunk = 0
+    shortest = min(len(x) for x in inputs)
+    while trunk < shortest and all(x[trunk] == inputs[0][trunk] for x in inputs):
+        trunk += 1
+    row = _Row(ids=list(inputs[0][:trunk]), pos=list(range(trunk)), seg=[0] * trunk, scored=[])
+    for k, (x, y, s, owner) in enumerate(zip(inputs, targets, starts, owners)):
+        offset = len(row.ids) - trunk  # packed index of input i >= trunk is offset + i
+        row.ids += x[trunk:]
+        row.pos += range(trunk, len(x))
+        row.seg += [k + 1] * (len(x) - trunk)
+        row.scored += [(owner, i if i < trunk else offset + i, y[i], i) for i in range(s, len(x))]
+    return row
+
+
+def _rows(groups: Sequence[Sequence[Request]], max_len: int) -> list[_Row]:
+    """Each group as one row when it fits in max_len tokens, else split into rows that do; a request longer than
+    max_len + 1 tokens loses tokens from the left of its context (as in score_requests)."""
+    rows: list[_Row] = []
+    n = 0
+    for group in groups:
+        pending: list[tuple[list[int], list[int], int, int]] = []
+        for r in group:
+            if not r.context:
+                raise ValueError("a request needs at least one context token")
+            seq = (r.context + r.continuation)[-(max_len + 1):]
+            n_cont = min(len(r.continuation), len(seq) - 1)
+            pending.append((seq[:-1], seq[1:], len(seq) - 1 - n_cont, n))
+            n += 1
+        while pending:  # greedily the most requests whose packed row still fits
+            take = len(pending)
+            while take > 1 and len(_pack(*map(list, zip(*pending[:take]))).ids) > max_len:
+                take -= 1
+            rows.append(_pack(*map(list, zip(*pending[:take]))))
+            pending = pending[take:]
+    return rows
+
+
+def _row_masks(rows: list[_Row], width: int, window: int, device: torch.device) -> Masks:
+    """Boolean SDPA masks [B, 1, T, T] of a batch of packed rows: a token sees the trunk and its own branch, not
+    later tokens, not padding, and (sliding layers) only positions less than `window` back."""
+    seg = torch.full((len(rows), width), -1, dtype=torch.long)
+    pos = torch.zeros((len(rows), width), dtype=torch.long)
+    for b, row in enumerate(rows):
+        seg[b, :len(row.seg)] = torch.tensor(row.seg)
+        pos[b, :len(row.pos)] = torch.tensor(row.pos)
+    i = torch.arange(width)
+    causal = i[:, None] >= i[None, :]
+    visible = (seg[:, None, :] == 0) | (seg[:, None, :] == seg[:, :, None])
+    full = causal & visible & (seg[:, None, :] >= 0)
+    full |= torch.eye(width, dtype=torch.bool)  # padding sees itself: no all-masked (NaN) rows
+    sliding = full & ((pos[:, :, None] - pos[:, None, :]) < window)
+    return Masks(full=full[:, None].to(device), sliding=sliding[:, None].to(device))
+
+
+@torch.no_grad()
+def score_groups(model: torch.nn.Module, groups: Sequence[Sequence[Request]], *, batch_size: int, max_len: int,
+                 progress: Progress = no_progress, desc: str = "scoring") -> list[list[Scored]]:
+    """Every request of every group scored, each group's shared token prefix run once (see the module doc);
+    the same numbers as score_requests on the requests one by one. Models without `.hidden` take score_requests."""
+    if not (hasattr(model, "hidden") and hasattr(model, "lm_head")):
+        flat = score_requests(model, [r for g in groups for r in g], batch_size=batch_size, max_len=max_len,
+                              progress=progress, desc=desc)
+        return _regroup(groups, flat)
+    device = next(model.parameters()).device
+    rows = _rows(groups, max_len)
+    n_requests = sum(len(g) for g in groups)
+    logps: list[list[float]] = [[] for _ in range(n_requests)]
+    greedy = [True] * n_requests
+    weight = model.lm_head.weight
+    batches = token_batches([len(r.ids) for r in rows], batch_size * max_len)
+    for batch in progress(batches, len(batches), desc):
+        members = [rows[b] for b in batch]
+        width = len(members[0].ids)
+        ids = torch.zeros((len(members), width), dtype=torch.long)
+        pos = torch.zeros((len(members), width), dtype=torch.long)
+        for b, row in enumerate(members):
+            ids[b, :len(row.ids)] = torch.tensor(row.ids)
+            pos[b, :len(row.pos)] = torch.tensor(row.pos)
+        masks = _row_masks(members, width, model.cfg.sliding_window, device)
+        hidden = model.hidden(ids.to(device), pos.to(device), masks)
+        where = [(b, s) for b, row in enumerate(members) for s in row.scored]
+        at_b = torch.tensor([b for b, _ in where], device=device)
+        at_t = torch.tensor([s[1] for _, s in where], device=device)
+        target = torch.tensor([s[2] for _, s in where], device=device)
+        picked = hidden[at_b, at_t]
+        for lo in range(0, len(where), HEAD_CHUNK):
+            logits = F.linear(picked[lo:lo + HEAD_CHUNK], weight).float()
+            tgt = target[lo:lo + HEAD_CHUNK, None]
+            lp = (logits.gather(-1, tgt).squeeze(-1) - torch.logsumexp(logits, dim=-1)).double().tolist()
+            hit = (logits.argmax(-1) == tgt.squeeze(-1)).tolist()
+            for (_, (owner, _, _, _)), v, h in zip(where[lo:lo + HEAD_CHUNK], lp, hit):
+                logps[owner].append(v)
+                greedy[owner] &= h
+    return _regroup(groups, [Scored(logprob=float(sum(v)), n_tokens=len(v), is_greedy=g)
+                             for v, g in zip(logps, greedy)])
+
+
+def _regroup(groups: Sequence[Sequence[Request]], flat: list[Scored]) -> list[list[Scored]]:
+    it = iter(flat)
+    return [[next(it) for _ in g] for g in groups]
