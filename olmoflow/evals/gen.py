@@ -86,10 +86,39 @@ def answer_text(generated: str, chat: bool) -> str:
     """The part of the generation that is the answer: everything for chat (generation stopped at <|im_end|>);
     for base, everything before the first BASE_STOPS (OLMES's stop sequences for GSM8K)."""
     text = generated.strip()
-    if not chat:
-        for stop in BASE_STOPS:
-            text = text.split(stop, 1)[0]
-    return text.strip()
+    return (text if chat else cut_at_stops(text, BASE_STOPS)).strip()
+
+
+def cut_at_stops(text: str, stops: tuple[str, ...] | list[str]) -> str:
+    """The text before the first of the stop sequences (a generation runs past them; they are applied here)."""
+    for stop in stops:
+        text = text.split(stop, 1)[0]
+    return text
+
+
+def greedy(model: torch.nn.Module, tokenizer: Tokenizer, prompts: list[list[int]], *, generate: GenerateFn,
+           eos_id: int, seq_len: int, max_new_tokens: int, batch_size: int, progress: Progress = no_progress,
+           desc: str = "gen") -> list[str]:
+    """Greedy completions (decoded, special tokens dropped) of token prompts, each cut from the left to
+    seq_len - max_new_tokens tokens, batched to batch_size * seq_len tokens of prompt and answer."""
+    room = max(seq_len - max_new_tokens, 1)
+    prompts = [p[-room:] for p in prompts]
+    out: dict[int, str] = {}
+    batches = token_batches([len(p) + max_new_tokens for p in prompts], batch_size * seq_len)
+    for batch in progress(batches, len(batches), desc):
+        new_tokens, _ = generate(model, [prompts[i] for i in batch], max_new_tokens, temperature=0.0, eos_id=eos_id)
+        for i, toks in zip(batch, new_tokens):
+            out[i] = tokenizer.decode(toks, skip_special_tokens=True)
+    return [out[i] for i in range(len(prompts))]
+
+
+def encode_prompt(tokenizer: Tokenizer, template: ChatTemplate | None, start_id: int, text: str | None = None,
+                  messages: list[dict[str, str]] | None = None) -> list[int]:
+    """A chat prompt (messages, then an open assistant turn) or a base one (text starting a document, after
+    <|endoftext|>, as held-out text does)."""
+    if template is not None:
+        return template.prompt(messages or [{"role": "user", "content": text or ""}])
+    return [start_id] + tokenizer.encode(text or "", add_special_tokens=False).ids
 
 
 def score_items(model: torch.nn.Module, tokenizer: Tokenizer, items: list[dict[str, Any]],
@@ -99,29 +128,19 @@ def score_items(model: torch.nn.Module, tokenizer: Tokenizer, items: list[dict[s
     """Greedy answers and their exact-match scores for items ({"id", "question", "answer"})."""
     template = ChatTemplate(tokenizer) if chat else None
     eos_id = template.im_end if template is not None else start_id
-    room = max(seq_len - max_new_tokens, 1)
-    prompts = []
-    for item in items:
-        if template is not None:
-            ids = template.prompt(chat_messages(item["question"], shots))
-        else:
-            # a base prompt starts a document, as held-out text does: after <|endoftext|>
-            ids = [start_id] + tokenizer.encode(base_prompt(item["question"], shots), add_special_tokens=False).ids
-        prompts.append(ids[-room:])
-    results: dict[int, dict[str, Any]] = {}
-    batches = token_batches([len(p) + max_new_tokens for p in prompts], batch_size * seq_len)
-    for batch in progress(batches, len(batches), desc):
-        new_tokens, _ = generate(model, [prompts[i] for i in batch], max_new_tokens, temperature=0.0,
-                                 eos_id=eos_id)
-        for i, toks in zip(batch, new_tokens):
-            generated = tokenizer.decode(toks, skip_special_tokens=True)
-            answer = answer_text(generated, chat)
-            gold = str(items[i]["answer"])
-            number = extract_number(answer)
-            results[i] = {"id": items[i]["id"], "gold": gold, "generated": generated, "answer": answer,
-                          "extracted": None if number is None else str(number),
-                          "exact_match": float(is_correct(answer, gold))}
-    return [results[i] for i in range(len(items))]
+    prompts = [encode_prompt(tokenizer, template, start_id, base_prompt(item["question"], shots),
+                             chat_messages(item["question"], shots)) for item in items]
+    texts = greedy(model, tokenizer, prompts, generate=generate, eos_id=eos_id, seq_len=seq_len,
+                   max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress, desc=desc)
+    results = []
+    for item, generated in zip(items, texts):
+        answer = answer_text(generated, chat)
+        gold = str(item["answer"])
+        number = extract_number(answer)
+        results.append({"id": item["id"], "gold": gold, "generated": generated, "answer": answer,
+                        "extracted": None if number is None else str(number),
+                        "exact_match": float(is_correct(answer, gold))})
+    return results
 
 
 def complete(model: torch.nn.Module, tokenizer: Tokenizer, prompts: list[str], *, chat: bool, generate: GenerateFn,
@@ -130,15 +149,9 @@ def complete(model: torch.nn.Module, tokenizer: Tokenizer, prompts: list[str], *
     the reply stops at <|im_end|>; else the prompt starts a document (after <|endoftext|>) and is continued."""
     template = ChatTemplate(tokenizer) if chat else None
     eos_id = template.im_end if template is not None else start_id
-    room = max(seq_len - max_new_tokens, 1)
-    ids = [(template.prompt([{"role": "user", "content": p}]) if template is not None else
-            [start_id] + tokenizer.encode(p, add_special_tokens=False).ids)[-room:] for p in prompts]
-    out: dict[int, str] = {}
-    for batch in token_batches([len(p) + max_new_tokens for p in ids], batch_size * seq_len):
-        new_tokens, _ = generate(model, [ids[i] for i in batch], max_new_tokens, temperature=0.0, eos_id=eos_id)
-        for i, toks in zip(batch, new_tokens):
-            out[i] = tokenizer.decode(toks, skip_special_tokens=True)
-    return [out[i] for i in range(len(prompts))]
+    ids = [encode_prompt(tokenizer, template, start_id, p) for p in prompts]
+    return greedy(model, tokenizer, ids, generate=generate, eos_id=eos_id, seq_len=seq_len,
+                  max_new_tokens=max_new_tokens, batch_size=batch_size)
 
 
 def aggregate(per_item: list[dict[str, Any]]) -> dict[str, float]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from olmoflow.post.sandbox import Limits, run_tests
+from olmoflow.post.sandbox import Limits, Verdict, run_tests
 
 _FENCE = re.compile(r"```([\w+-]*)[^\n]*\n(.*?)```", re.DOTALL)
 LIMITS = Limits(timeout=10.0)
@@ -23,5 +23,16 @@ def extract_program(completion: str) -> str:
     return completion
 
 
+def run_program(program: str, tests: str, timeout: float | None = None) -> Verdict:
+    """The sandbox's verdict on `program` against `tests`, as code_reward runs it (`timeout` overrides the wall
+    time). Never raises: a sandbox that fails to start is a failed verdict with its reason (eval's pass@1)."""
+    limits = LIMITS if timeout is None else Limits(timeout=timeout)
+    try:
+        return run_tests(program, tests, limits=limits)
+    except Exception as e:  # noqa: BLE001 - a run that cannot start scores 0, it never ends the caller's loop
+        return Verdict(False, f"sandbox error: {type(e).__name__}: {e}"[:500], 0.0)
+
+
 def code_reward(completion: str, answer: str) -> float:
+    """RLVR's reward; a sandbox that cannot start raises (verifiers.score counts it in reward_errors)."""
     return float(run_tests(extract_program(completion), answer, limits=LIMITS).passed)

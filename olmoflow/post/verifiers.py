@@ -38,7 +38,7 @@ def _clean(text: str) -> str:
     return text.replace("\u2212", "-")
 
 
-def _boxed(text: str) -> str | None:
+def boxed(text: str) -> str | None:
     """The content of the last \\boxed{...} (or \\fbox{...}), braces balanced."""
     start = max(text.rfind("\\boxed{"), text.rfind("\\fbox{"))
     if start < 0:
@@ -86,9 +86,9 @@ def final_answer(text: str) -> str | None:
         found = NUMBER.search(text.rsplit("####", 1)[1].replace("$", ""))
         if found:
             return found.group()
-    boxed = _boxed(text)
-    if boxed is not None and boxed.strip():
-        return boxed
+    found = boxed(text)
+    if found is not None and found.strip():
+        return found
     hits = list(_ANSWER_IS.finditer(text))
     if hits:
         after = text[hits[-1].end():]
@@ -118,17 +118,25 @@ def _math_verify(gold: str, pred: str) -> bool:
     return bool(got) and verify(wanted, got, timeout_seconds=timeout)
 
 
-def math_reward(completion: str, answer: str) -> float:
+def math_equal(got: str, answer: str) -> bool:
+    """Whether an extracted final answer equals the reference: exactly as rationals when both are plain numbers,
+    else symbolically with math-verify. Raises ValueError on a reference that is neither."""
     want = as_rational(answer)
     if want is None and not re.search(r"[\d\\]", answer):
         raise ValueError(f"math verifier: reference answer {answer!r} is not a number")
-    got = final_answer(completion)
-    if got is None:
-        return 0.0
     mine = as_rational(got)
     if want is not None and mine is not None:
-        return float(mine == want)
-    return float(_math_verify(answer.strip().strip("$"), got))
+        return mine == want
+    return _math_verify(answer.strip().strip("$"), got)
+
+
+def math_reward(completion: str, answer: str) -> float:
+    got = final_answer(completion)
+    if got is None:
+        if as_rational(answer) is None and not re.search(r"[\d\\]", answer):
+            raise ValueError(f"math verifier: reference answer {answer!r} is not a number")
+        return 0.0
+    return float(math_equal(got, answer))
 
 
 VERIFIERS: dict[str, Callable[[str, str], float]] = {"math": math_reward, "code": code_reward,
