@@ -20,7 +20,7 @@ help:
 	@echo "make run      run the whole flow (CONFIG=$(CONFIG)) with kfp.local; ARGS='--set k=v --from sft --init URI'"
 	@echo "make test     install, fetch data, run the tests"
 	@echo "make data     fetch the demo data into .olmoflow/sources"
-	@echo "make ui       MLflow UI on the local tracking database"
+	@echo "make ui       MLflow UI on the local tracking database (prints each flow's runs URL)"
 	@echo "make compile  compile pipelines/model_flow.yaml for a cluster"
 	@echo "make bench    benchmarks against named peers (ratios)"
 	@echo "make images   build the container images (docker or buildah)"
@@ -76,7 +76,10 @@ chart: $(STAMP)
 	$(BIN)/helm lint charts/olmoflow
 	$(BIN)/helm template olmoflow charts/olmoflow > /dev/null && echo "chart renders"
 
+# The flows' experiments open on their training runs; their URLs are printed before the server starts.
 ui: $(STAMP)
+	@MLFLOW_TRACKING_URI=sqlite:///.olmoflow/mlflow.db $(BIN)/python -c \
+		"from olmoflow.tracking import print_runs_view_urls; print_runs_view_urls('http://127.0.0.1:5000')"
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --backend-store-uri sqlite:///.olmoflow/mlflow.db --host 127.0.0.1 --port 5000
 
 clean:

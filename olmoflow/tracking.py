@@ -10,6 +10,12 @@ its stage run under the flow that launched it.
 Under `olmoflow run` a task that only records a stage (cached or skipped) does not import MLflow (two seconds of
 its start-up): it writes the record to the flow's spool (SPOOL_ENV, a folder), and the driver, which has MLflow
 loaded already, replays it with its original times when the pipeline ends (Tracker.replay).
+
+MLflow 3's UI opens an experiment on its GenAI pages (traces, sessions) unless the experiment says it is model
+development: every flow experiment is tagged so (EXPERIMENT_KIND), and `make ui` prints the URL of each flow's
+runs view (runs_view_urls). A stage that runs in this process gets MLflow's system metrics (CPU, memory, disk,
+network, and GPU where nvidia-ml-py finds one) on its run, sampled while it runs. The model-flow stage registers
+the flow's checkpoints in the Model Registry (register_model_versions).
 """
 
 from __future__ import annotations
@@ -26,6 +32,15 @@ from typing import Any
 
 DEFAULT_URI = "sqlite:///.olmoflow/mlflow.db"
 TAG_FLOW_RUN = "olmoflow.flow_run"
+TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+"""The experiment kind MLflow 3's UI reads: this one opens the experiment on its training runs, not GenAI traces."""
+SYSTEM_METRICS_INTERVAL_S = 10.0
+SYSTEM_METRICS_SAMPLES = 6
+"""System metrics are sampled every 10 s and logged as the mean of 6 samples: one point a minute (MLflow's
+MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL / _SAMPLES_BEFORE_LOGGING override both)."""
+SYSTEM_METRICS_ENV = "MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING"
+"""Set to false to log no system metrics."""
 SPOOL_ENV = "OLMOFLOW_TRACKING_SPOOL"
 """A folder the flow's driver replays into MLflow; set by `olmoflow run` for its tasks (olmoflow/flow/local.py)."""
 log = logging.getLogger("olmoflow")
@@ -64,12 +79,16 @@ class Tracker:
         mlflow.set_tracking_uri(self.uri)
         self.client = MlflowClient(self.uri)
         self.flow, self.flow_run = flow, flow_run
+        self._monitors: dict[str, Any] = {}
         exp = self.client.get_experiment_by_name(flow)
         self.experiment_id = exp.experiment_id if exp else self._create_experiment(flow)
+        if exp and TAG_EXPERIMENT_KIND not in exp.tags:
+            # made before flows were tagged: tag it now (a kind the user chose in the UI is left alone)
+            self.client.set_experiment_tag(self.experiment_id, TAG_EXPERIMENT_KIND, EXPERIMENT_KIND)
 
     def _create_experiment(self, name: str) -> str:
         try:
-            return self.client.create_experiment(name)
+            return self.client.create_experiment(name, tags={TAG_EXPERIMENT_KIND: EXPERIMENT_KIND})
         except Exception:
             # Another task created it between our lookup and create.
             return self.client.get_experiment_by_name(name).experiment_id
@@ -102,13 +121,56 @@ class Tracker:
         from mlflow.entities import Param
         for i in range(0, len(items), 100):  # MLflow caps a batch at 100 params
             self.client.log_batch(run_id, params=[Param(k, v[:6000]) for k, v in items[i:i + 100]])
+        if status == "running":  # it runs in this process: sample the machine until end_stage
+            self._start_system_metrics(run_id)
         return run_id
+
+    def _start_system_metrics(self, run_id: str) -> None:
+        if os.environ.get(SYSTEM_METRICS_ENV, "").lower() in ("false", "0"):
+            return
+        try:
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+        except ImportError as e:  # its CPU monitor needs psutil
+            log.warning("no system metrics for this stage run: %s", e)
+            return
+
+        class Monitor(SystemMetricsMonitor):
+            """Counts what it logged, so a stage shorter than one logging period still gets its one point."""
+
+            published = 0
+
+            def publish_metrics(self, metrics):
+                super().publish_metrics(metrics)
+                self.published += 1
+
+        logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)  # its start/stop lines
+        monitor = Monitor(run_id, sampling_interval=SYSTEM_METRICS_INTERVAL_S,
+                          samples_before_logging=SYSTEM_METRICS_SAMPLES, tracking_uri=self.uri)
+        monitor.start()
+        self._monitors[run_id] = monitor
+
+    def _stop_system_metrics(self, run_id: str) -> None:
+        monitor = self._monitors.pop(run_id, None)
+        if monitor is None:
+            return
+        monitor.finish()  # wakes the sampling thread and waits for it
+        if not monitor.published:
+            # a stage shorter than one logging period: one point, the samples so far and one now (CPU use is
+            # measured since the previous sample, so this one covers the stage)
+            try:
+                monitor.collect_metrics()
+                monitor.publish_metrics(monitor.aggregate_metrics())
+                monitor.mlflow_logger.flush()
+            except Exception as e:
+                log.warning("system metrics of run %s not logged: %s", run_id, e)
 
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int | None = None,
                     timestamp: int | None = None) -> None:
         from mlflow.entities import Metric
         now = timestamp or int(time.time() * 1000)
-        self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, step or 0) for k, v in metrics.items()])
+        batch = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
+        for i in range(0, len(batch), 1000):  # MLflow caps a batch at 1000 metrics (model-flow logs more)
+            self.client.log_batch(run_id, metrics=batch[i:i + 1000])
 
     def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
         for k, v in tags.items():
@@ -139,7 +201,32 @@ class Tracker:
                                                      [InputTag("mlflow.data.context", context)])])
 
     def end_stage(self, run_id: str, status: str = "FINISHED", end_time: int | None = None) -> None:
+        self._stop_system_metrics(run_id)
         self.client.set_terminated(run_id, status, end_time)
+
+    def register_model_versions(self, name: str, exports: list[tuple[str, Path]], run_id: str) -> dict[str, str]:
+        """Register one model version per (stage, Hugging Face folder), in the order given (the flow's: the last is
+        the newest version, the final model): each folder is logged on run `run_id` under models/{stage} and is
+        that version's source; alias `{stage}` points at it (`models:/{name}@sft`). Returns {stage: version}."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.create_registered_model(
+                name, tags={"olmoflow.flow": self.flow},
+                description=f"Checkpoints of olmoflow's flow {self.flow}; alias = the stage that made it.")
+        except MlflowException as e:
+            if e.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        versions = {}
+        for stage, folder in exports:
+            self.client.log_artifacts(run_id, str(folder), f"models/{stage}")
+            mv = self.client.create_model_version(
+                name, f"runs:/{run_id}/models/{stage}", run_id=run_id,
+                tags={"olmoflow.stage": stage, TAG_FLOW_RUN: self.flow_run, "olmoflow.format": "huggingface"},
+                description=f"The {stage} checkpoint of flow run {self.flow_run}, in Hugging Face format.")
+            self.client.set_registered_model_alias(name, stage, mv.version)
+            versions[stage] = mv.version
+        return versions
 
     def record_stage(self, stage: str, fp: str, uri: str, params: dict[str, Any], status: str,
                      metrics: dict[str, float] | None = None, tags: dict[str, str] | None = None,
@@ -210,3 +297,35 @@ def summary_rows(runs: Iterable[Any]) -> list[dict[str, str]]:
                      "metric": f"{headline}={value:.4g}" if value is not None else "",
                      "uri": t.get("olmoflow.artifact_uri", "")})
     return rows
+
+
+def runs_view_urls(base: str = "http://127.0.0.1:5000", uri: str | None = None) -> list[tuple[str, str]]:
+    """(flow, URL of its training-runs view in MLflow 3's UI at `base`) for each flow in the tracking database,
+    tagging as model development any flow experiment made before flows were tagged. A local database that does
+    not exist yet lists none (and is not created)."""
+    uri = uri or tracking_uri()
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        return []
+    for name in ("alembic", "mlflow"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    found = []
+    for exp in client.search_experiments():
+        flow_runs = client.search_runs([exp.experiment_id], "tags.`olmoflow.kind` = 'flow'", max_results=1)
+        if not flow_runs and exp.tags.get(TAG_EXPERIMENT_KIND) != EXPERIMENT_KIND:
+            continue  # not a flow's experiment (MLflow's Default, a user's own)
+        if TAG_EXPERIMENT_KIND not in exp.tags:
+            client.set_experiment_tag(exp.experiment_id, TAG_EXPERIMENT_KIND, EXPERIMENT_KIND)
+        found.append((exp.name, f"{base.rstrip('/')}/#/experiments/{exp.experiment_id}/runs"))
+    return found
+
+
+def print_runs_view_urls(base: str = "http://127.0.0.1:5000", uri: str | None = None) -> None:
+    """What `make ui` says before the server starts: where each flow's runs are."""
+    urls = runs_view_urls(base, uri)
+    if not urls:
+        print(f"MLflow UI at {base}: no flow tracked yet; after `make run`, `make ui` prints its runs' URL.")
+    for flow, url in urls:
+        print(f"flow {flow}: training runs at {url}")
