@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from olmoflow.evals.lm import Request, document_requests, score_requests, token_batches, windows
+from olmoflow.evals.lm import Request, document_requests, score_groups, score_requests, token_batches, windows
 
 
 @pytest.mark.parametrize("n,seq_len,overlap", [(1, 8, 0), (8, 8, 3), (9, 8, 0), (50, 8, 3), (50, 8, 7), (23, 5, 2)])
@@ -91,3 +91,28 @@ def test_document_requests_cover_the_document(bigram):
 def test_empty_context_is_refused(bigram):
     with pytest.raises(ValueError, match="at least one context token"):
         score_requests(bigram, [Request([], [1])], batch_size=1, max_len=8)
+
+
+@pytest.mark.parametrize("max_len", [64, 16, 9])
+def test_prefix_tree_rows_equal_each_request_scored_alone(tiny_olmo, max_len):
+    """Groups packed as prefix trees (window 8 < row length, so the sliding mask is exercised; short max_len splits
+    groups and truncates requests) give score_requests' numbers, greedy flags included."""
+    g = torch.Generator().manual_seed(3)
+    groups = []
+    for n_ctx in (1, 5, 12, 25):
+        ctx = torch.randint(300, (n_ctx,), generator=g).tolist()
+        groups.append([Request(ctx, torch.randint(300, (k,), generator=g).tolist()) for k in (1, 3, 5, 2)])
+    groups.append([Request([1, 2, 3], [4, 5]), Request([1, 2, 3], [4]), Request([1, 2, 3], [4, 5, 6])])
+    groups.append([Request([7, 8, 9], [10]), Request([7, 8, 11], [10])])  # contexts differ, continuation shared
+    got = [s for group in score_groups(tiny_olmo, groups, batch_size=2, max_len=max_len) for s in group]
+    want = score_requests(tiny_olmo, [r for group in groups for r in group], batch_size=2, max_len=max_len)
+    for a, b in zip(got, want):
+        assert a.logprob == pytest.approx(b.logprob, abs=1e-4)
+        assert (a.n_tokens, a.is_greedy) == (b.n_tokens, b.is_greedy)
+
+
+def test_groups_without_a_hidden_method_fall_back_to_plain_scoring(bigram):
+    groups = [[Request([1, 2], [3, 4]), Request([1, 2], [5])], [Request([6], [7])]]
+    got = score_groups(bigram, groups, batch_size=2, max_len=8)
+    assert [len(g) for g in got] == [2, 1]
+    assert got[0][1].logprob == pytest.approx(bigram.hand_logprob([2, 5]), abs=1e-5)
