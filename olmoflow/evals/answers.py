@@ -16,6 +16,7 @@ import re
 from olmoflow.post import verifiers
 
 GSM8K_CALC = re.compile(r"<<[^>]*>>")
+GSM8K_OPERATOR = re.compile(r"([+\-*/=])")
 MINERVA_FINAL = re.compile(r"final answer is\s*(.+?)\s*\.?\s*I hope it is correct", re.IGNORECASE | re.DOTALL)
 
 # Minerva's answer normalisation (Lewkowycz et al. 2022, appendix D.1).
@@ -29,13 +30,17 @@ REMOVED_EXPRESSIONS = ["square", "ways", "integers", "dollars", "mph", "inches",
 
 
 def gsm8k_demo(solution: str) -> str:
-    """A GSM8K train solution as OLMES's CoT demonstration: calculator annotations dropped, one line, and
-    "#### N" turned into "So the answer is N."."""
-    text = GSM8K_CALC.sub("", solution)
-    if "####" in text:
-        work, final = text.rsplit("####", 1)
-        text = f"{work.strip()} So the answer is {final.strip()}."
-    return " ".join(text.split())
+    """A GSM8K train solution as OLMES's CoT demonstration: calculator annotations dropped, arithmetic operators
+    spaced, one line ending in a full stop, then "So the answer is N." (equal to OLMES's text for 1,317 of the
+    1,319 GSM8K test solutions; the other two: OLMES writes a negative final answer as "- 10")."""
+    text = GSM8K_OPERATOR.sub(r" \1 ", GSM8K_CALC.sub("", solution))
+    work, final = text.rsplit("####", 1) if "####" in text else (text, "")
+    work = " ".join(work.split())
+    work = work[:1].upper() + work[1:]
+    if work and work[-1] not in ".!?":
+        work += "."
+    final = "".join(final.split())
+    return f"{work} So the answer is {final}." if final else work
 
 
 def gsm8k_extract(text: str) -> str | None:

@@ -86,7 +86,7 @@ def demonstration(task: str, shot: dict[str, Any]) -> str:
         work = "\n".join(ln for ln in (shot.get("solution") or "").split("\n") if ln.strip())
         return f"{work}\nFinal Answer: The final answer is ${answers.math_gold(shot)}$. I hope it is correct."
     if task in ("humaneval", "mbpp"):
-        return shot["solution"]
+        return shot["solution"].replace("\r\n", "\n")  # MBPP's code has Windows line ends
     return str(shot["answer"])
 
 
@@ -94,10 +94,10 @@ def base_prompt(task: str, item: dict[str, Any], shots: list[dict[str, Any]]) ->
     if task == "arithmetic":
         return gen.base_prompt(item["question"], shots)
     if task == "humaneval":
-        demos = "".join(f"{s['prompt']}{s['solution'].rstrip()}\n\n\n" for s in shots)
+        demos = "".join(f"{s['prompt']}{demonstration(task, s).rstrip()}\n\n\n" for s in shots)
         return demos + item["prompt"]
     if task == "mbpp":
-        demos = "".join(f"{_block(task, s)}\n```python\n{s['solution'].strip()}\n```\n\n" for s in shots)
+        demos = "".join(f"{_block(task, s)}\n```python\n{demonstration(task, s).strip()}\n```\n\n" for s in shots)
         return demos + _block(task, item) + _cue(task)
     demos = "".join(f"{_block(task, s)}{_cue(task)} {demonstration(task, s)}\n\n" for s in shots)
     return DESCRIPTIONS.get(task, "") + demos + _block(task, item) + _cue(task)

@@ -89,9 +89,13 @@ def _drop_one(pred: list[str], gold: list[str]) -> tuple[float, float]:
     em = float(set(pred_norm) == set(gold_norm) and len(pred_norm) == len(gold_norm))
     pred_bags, gold_bags = [set(s.split()) for s in pred_norm], [set(s.split()) for s in gold_norm]
     scores = np.array([[_drop_span_f1(p, g) for p in pred_bags] for g in gold_bags])
-    from scipy.optimize import linear_sum_assignment  # the one-to-one alignment of spans, as DROP's script
-    rows, cols = linear_sum_assignment(-scores)
-    f1 = float(scores[rows, cols].sum()) / max(len(pred_bags), len(gold_bags))
+    if scores.shape == (1, 1):
+        best = float(scores[0, 0])
+    else:
+        from scipy.optimize import linear_sum_assignment  # the one-to-one alignment of spans, as DROP's script
+        rows, cols = linear_sum_assignment(-scores)
+        best = float(scores[rows, cols].sum())
+    f1 = best / max(len(pred_bags), len(gold_bags))
     return em, round(f1, 2)
 
 
