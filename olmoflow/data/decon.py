@@ -3,10 +3,11 @@ the item's question as word n-grams, and, where the question alone is weak evide
 that match.
 
 Words are lowercase alphanumeric runs, so case, punctuation and spacing never matter. Each eval item (any task:
-a question and its answer texts) contributes its question's word n-grams to an inverted index. A training text
-is read once: every n-gram is looked up; one item's hits that lie close together form a cluster (neighbours at
-most 2n+1 words apart: one edited word leaves a gap of n+1, two within n words of each other up to 2n+1), and
-the item matches when one cluster holds at least `threshold` of the item's distinct question n-grams. Then:
+a question, or a code / instruction prompt, and its answer texts) contributes its question's word n-grams to an
+inverted index. A training text is read once: every n-gram is looked up; one item's hits that lie close together
+form a cluster (neighbours at most 2n+1 words apart: one edited word leaves a gap of n+1, two within n words of
+each other up to 2n+1), and the item matches when one cluster holds at least `threshold` of the item's distinct
+question n-grams. Then:
 
 - Numbers are the content of a question (decon weights them up as "poison tokens"): every number of the
   question must occur in the stretch the whole question covers when the cluster is aligned with it. "36 stamps
@@ -68,16 +69,21 @@ class EvalItem:
 
 
 def eval_items(task: str, rows: Iterable[dict]) -> list[EvalItem]:
-    """EvalItems from eval/{task}.jsonl rows: multiple choice ({"choices", "answer": index}) is answered by the
-    gold choice's text, generative ({"answer": str}) by its answer, a row without "answer" by nothing."""
+    """EvalItems from eval/{task}.jsonl rows (any family of olmoflow/data/evalsets.py): the question, or the prompt
+    of code and instruction-following rows; answered by the gold choice's text (multiple choice), the reference
+    answer and its aliases (generative), the canonical solution (code), or nothing (instruction following)."""
     out = []
     for r in rows:
         gold = r.get("answer")
         if "choices" in r and isinstance(gold, int):
             answers: tuple[str, ...] = (r["choices"][gold],)
+        elif gold is not None:
+            answers = tuple(dict.fromkeys([str(gold), *r.get("aliases", ())]))
+        elif r.get("solution"):
+            answers = (r["solution"],)
         else:
-            answers = () if gold is None else (str(gold),)
-        out.append(EvalItem(task, str(r["id"]), r["question"], answers))
+            answers = ()
+        out.append(EvalItem(task, str(r["id"]), r.get("question") or r.get("prompt") or "", answers))
     return out
 
 

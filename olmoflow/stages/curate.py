@@ -8,8 +8,11 @@ undecodable bytes dropped), drop documents by a few quality rules, drop any that
 question's n-grams and its answer: olmoflow/data/decon.py), drop exact duplicates, then near-duplicates (MinHash
 LSH), hold out a hash-chosen slice per domain as val text, train a byte-level BPE on the rest, tokenize, and write
 token-constrained mixes: `pretrain/`, `midtrain/` (math, code and QA up-weighted, with TinyMATH-style synthetic
-problems) and `long/`. Sources are local folders or s3:// prefixes; an optional source (`required: false`) that is
-absent is skipped, and a mix's domain left without sources is dropped with the other shares re-normalised.
+problems) and `long/`. Eval tasks (curate.eval.tasks) are written as eval/{task}.jsonl with their few-shot pools
+(eval/{task}.train.jsonl), and eval/contamination.json says, per task, which items still share a 13-gram with
+the training data as kept (olmoflow/data/contamination.py). Sources are local folders or s3:// prefixes; an
+optional source (`required: false`) that is absent is skipped, and a mix's domain left without sources is dropped
+with the other shares re-normalised.
 
 Where the work runs: everything per file or per document (read + normalize + filter + decontaminate + hash, one
 task per few files; MinHash signatures and tokenization, per batch of documents) is a batch function handed to an
@@ -37,9 +40,10 @@ from olmoflow.contract.context import StageContext
 from olmoflow.data import synthetic
 from olmoflow.data.clean import Doc, drop_near_duplicates, read_sources
 from olmoflow.data.config import CurateConfig
+from olmoflow.data.contamination import OverlapScan
 from olmoflow.data.decon import DeconIndex, DeconTally, eval_items
 from olmoflow.data.dedup import content_hash, unit_interval, val_mask
-from olmoflow.data.evalsets import arc_items, arithmetic_items
+from olmoflow.data.evalsets import TASKS, arithmetic_items, read_items, read_shots, subset, without_scored
 from olmoflow.data.execute import Executor, open_executor
 from olmoflow.data.mixing import TokDoc, plan_mix, without_absent, write_domains
 from olmoflow.data.postsets import dpo_from_hhh, dpo_from_items, rl_from_items, sft_from_items, sft_from_sharegpt, texts
@@ -70,6 +74,34 @@ def build_synthetic(cfg: CurateConfig) -> dict[str, list[synthetic.Item]]:
     return sets
 
 
+def build_eval(cfg: CurateConfig, root: str, arith: list[synthetic.Item], tmp: Path
+               ) -> tuple[dict[str, list[dict]], dict[str, list[dict]]]:
+    """(scored items, few-shot pool) per task of curate.eval.tasks, each capped to its deterministic subset."""
+    e = cfg.eval
+    items: dict[str, list[dict]] = {}
+    shots: dict[str, list[dict]] = {}
+    for task in e.tasks:
+        if task == "arithmetic":
+            items[task] = arithmetic_items(arith)
+            continue
+        spec = TASKS[task]
+        pattern = e.arc_easy if task == "arc_easy" else spec.path
+        paths = local_files(root, pattern, f"eval task {task}", tmp)
+        if not paths:
+            raise ValueError(f"curate: eval task {task}: {pattern!r} matches no files under {root} (run `make data`?)")
+        every = read_items(task, paths)
+        items[task] = subset(task, every, e.max_items)
+        if not spec.train:
+            continue
+        train = local_files(root, spec.train, f"eval task {task} few-shot pool", tmp)
+        if not train and pattern == spec.path:  # (an ARC-Easy file of one's own may come without a pool)
+            raise ValueError(f"curate: eval task {task}: few-shot pool {spec.train!r} matches no files under {root} "
+                             "(run `make data`?)")
+        if train:  # the pool never holds a scored item, whichever the cap chose
+            shots[task] = subset(task, without_scored(read_shots(task, train), every), e.fewshot_pool)
+    return items, shots
+
+
 def build_post(cfg: CurateConfig, root: str, arith: dict[str, list[synthetic.Item]], banned: DeconIndex,
                tally: DeconTally, tmp: Path) -> tuple[dict[str, list[dict]], dict[str, Any]]:
     p = cfg.post
@@ -98,6 +130,19 @@ def build_post(cfg: CurateConfig, root: str, arith: dict[str, list[synthetic.Ite
     stats["sft"], stats["dpo"] = len(rows["sft"]), len(rows["dpo"])
     stats["dropped"] = {"sft": dict(sft_why), "dpo": dict(dpo_why)}
     return rows, stats
+
+
+def measure_overlap(cfg: CurateConfig, eval_rows: dict[str, list[dict]], docs: list[Doc],
+                    mixes: dict[str, tuple[dict[str, list[TokDoc]], dict]], long_docs: dict[str, list[TokDoc]],
+                    post_rows: dict[str, list[dict]]) -> dict[str, dict]:
+    """eval/contamination.json: per task, the items that share an n-gram with the training data as kept (the
+    documents the mixes and long/ hold, once each, and the post-training rows; olmoflow/data/contamination.py)."""
+    used = {d.doc_id for by_domain, _ in mixes.values() for group in by_domain.values() for d in group}
+    used |= {d.doc_id for group in long_docs.values() for d in group}
+    scan = OverlapScan(eval_rows, cfg.eval.overlap_ngram)
+    scan.scan(d.text for d in docs if d.hash[:16] in used)
+    scan.scan("\n".join(texts([r]) + [r.get("answer", "")]) for rows in post_rows.values() for r in rows)
+    return scan.result()
 
 
 # ---- 3. val split, tokenizer, tokens ---------------------------------------------------------------------
@@ -198,12 +243,10 @@ def run(ctx: StageContext) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="olmoflow-curate-") as tmp, open_executor(cfg.ray, log) as ex:
         executor = ex.describe()
         lap("executor_start")
-        arc_path = local_files(root, cfg.eval.arc_easy, "eval.arc_easy", Path(tmp))[0]
-        arc = arc_items(arc_path, cfg.eval.arc_easy_items)
         arith = build_synthetic(cfg)
         # every eval task's items (questions and answers): what no training text may hold; the index travels to
         # the workers with clean_files
-        eval_rows = {"arc_easy": arc, "arithmetic": arithmetic_items(arith["eval"])}
+        eval_rows, eval_shots = build_eval(cfg, root, arith["eval"], Path(tmp))
         banned = DeconIndex({task: eval_items(task, rows) for task, rows in eval_rows.items()}, cfg.decontam)
         tally = banned.tally()
         lap("eval_sets")
@@ -248,6 +291,8 @@ def run(ctx: StageContext) -> dict[str, float]:
             long_docs[d.domain].append(d)
     if not long_docs:
         log.warning("curate: no document reaches long_min_tokens=%d; long/ is empty", cfg.long_min_tokens)
+    contamination = measure_overlap(cfg, eval_rows, train + synth, mixes, long_docs, post_rows)
+    lap("contamination")
 
     # ---- everything checked: write the payload --------------------------------------------------------
     tok.save(str(out / "tokenizer.json"))
@@ -265,6 +310,9 @@ def run(ctx: StageContext) -> dict[str, float]:
         _write_jsonl(out / "post" / f"{name}.jsonl", rows)
     for task, rows in eval_rows.items():
         _write_jsonl(out / "eval" / f"{task}.jsonl", rows)
+    for task, rows in eval_shots.items():
+        _write_jsonl(out / "eval" / f"{task}.train.jsonl", rows)
+    (out / "eval" / "contamination.json").write_text(json.dumps(contamination, indent=1, sort_keys=True))
     lap("write")
 
     # ---- stats -----------------------------------------------------------------------------------------
@@ -281,7 +329,9 @@ def run(ctx: StageContext) -> dict[str, float]:
                    "mix_domains": dropped_domains},
         "post": {k: v for k, v in post_stats.items() if k != "dropped"},
         "post_dropped": post_stats["dropped"],
-        "eval": {"arc_easy": len(arc), "arithmetic": len(arith["eval"])},
+        "eval": {task: len(rows) for task, rows in eval_rows.items()},
+        "eval_fewshot": {task: len(rows) for task, rows in eval_shots.items()},
+        "contamination": {t: {k: v for k, v in c.items() if k != "ids"} for t, c in contamination.items()},
         "fuzzy_dedup": fuzzy,
         "decontam": tally.as_stats(),
         "tokenizer": {"vocab_size": tok.get_vocab_size(with_added_tokens=True), "trained_on_chars": sample_chars,
@@ -301,6 +351,11 @@ def run(ctx: StageContext) -> dict[str, float]:
     for p in plots:
         ctx.log_artifact(p)
     ctx.log_metrics(flat_metrics(stats))
+    # what share of each eval set the kept training data still overlaps (eval/contamination.json has the ids)
+    ctx.log_metrics({f"contamination/{t}/{k}": float(c[k]) for t, c in contamination.items()
+                     for k in ("contaminated", "share")})
+    log.info("curate: eval items with a %d-gram in the training data: %s", cfg.eval.overlap_ngram,
+             ", ".join(f"{t} {c['contaminated']}/{c['items']}" for t, c in contamination.items()))
     log.info("curate: %d documents, %d pretrain tokens, vocab %d, %.1fs\n%s", len(train) + len(val),
              stats["train_tokens"], stats["tokenizer"]["vocab_size"], stats["seconds"]["total"], render_text(stats))
     return {

@@ -187,3 +187,22 @@ def test_eval_rows_disabled_and_empty():
     with pytest.raises(ValueError, match="ngram"):
         DecontamConfig(ngram=5)
     assert isinstance(DeconTally({"t": 1}).merge(DeconTally({"t": 1})), DeconTally)
+
+
+def test_every_eval_family_becomes_an_item_and_a_planted_prompt_is_found():
+    code = {"id": "HumanEval/0", "prompt": "def has_close_elements(numbers, threshold):\n    \"\"\" Check if in given "
+            "list of numbers, are any two numbers closer to each other than given threshold.\n    \"\"\"\n",
+            "test": "check(has_close_elements)", "entry_point": "has_close_elements",
+            "solution": "    return any(abs(a - b) < threshold for a in numbers for b in numbers)\n"}
+    squad = {"id": "s", "question": "How old is the regatta?", "context": "...", "answer": "23 years",
+             "aliases": ["23 years", "23"]}
+    ifb = {"id": "i", "prompt": "Write a limerick about a cat who learns to fly, and use the word nebula exactly "
+           "three times in your answer.", "instruction_id_list": ["count:keywords_multiple"], "kwargs": [{}]}
+    items = {t: eval_items(t, [r]) for t, r in (("humaneval", code), ("squad", squad), ("ifbench", ifb))}
+    assert items["humaneval"][0].question == code["prompt"] and items["humaneval"][0].answers == (code["solution"],)
+    assert items["squad"][0].answers == ("23 years", "23") and items["ifbench"][0].answers == ()
+    idx = DeconIndex(items)
+    assert idx.match(plant(code["prompt"] + code["solution"])) == [("humaneval", "HumanEval/0")]
+    assert idx.match(plant("User: " + ifb["prompt"])) == [("ifbench", "i")]
+    assert idx.match(plant("How old is the regatta? Nobody knows.")) == []  # short question, no answer near
+    assert idx.match(plant("How old is the regatta? About 23 years.")) == [("squad", "s")]
