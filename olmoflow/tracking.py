@@ -225,7 +225,7 @@ class Tracker:
                 tags={"olmoflow.stage": stage, TAG_FLOW_RUN: self.flow_run, "olmoflow.format": "huggingface"},
                 description=f"The {stage} checkpoint of flow run {self.flow_run}, in Hugging Face format.")
             self.client.set_registered_model_alias(name, stage, mv.version)
-            versions[stage] = mv.version
+            versions[stage] = str(mv.version)
         return versions
 
     def record_stage(self, stage: str, fp: str, uri: str, params: dict[str, Any], status: str,

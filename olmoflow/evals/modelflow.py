@@ -110,12 +110,15 @@ def gather(per_stage: dict[str, dict[str, Any]]) -> dict[str, Any]:
             metrics = {m: v for m, v in ((m, _number(v)) for m, v in (task.get("metrics") or {}).items())
                        if v is not None}
             if task.get("status", "ok") != "ok" or not metrics:
+                if isinstance(task.get("primary"), str):  # the table's metric column, even if it never scored
+                    out["primary"].setdefault(name, task["primary"])
                 failed[name] = str(task.get("error") or ("no metrics recorded" if task.get("status", "ok") == "ok"
                                                         else f"status {task.get('status')}"))
                 continue
             lower = [m for m in task.get("lower_is_better") or [] if m in metrics]
             primary = task.get("primary") if task.get("primary") in metrics else next(iter(metrics))
-            out["primary"].setdefault(name, primary)
+            if out["primary"].get(name) not in metrics:  # a failed stage's guess gives way to a scored one
+                out["primary"][name] = primary
             out["lower_is_better"].setdefault(name, lower)
             for m, v in _chance(task, metrics, lower).items():
                 out["chance"].setdefault(name, {}).setdefault(m, v)

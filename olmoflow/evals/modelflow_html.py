@@ -49,7 +49,8 @@ def plot_suite(path: Path, gathered: dict[str, Any], suite: str) -> Path | None:
     """One panel per task of `suite`: its primary metric across the suite's stages, chance dashed, a score on
     contaminated items ringed in red. None when no task of the suite has a score."""
     stages = gathered["suites"][suite]["stages"]
-    tasks = [t for t in gathered["suites"][suite]["tasks"] if t in gathered["primary"]]
+    tasks = [t for t in gathered["suites"][suite]["tasks"]
+             if any(t in gathered["stages"][s] for s in stages)]  # a task that never scored has no line
     if not tasks:
         return None
     cols = min(COLUMNS, len(tasks))
@@ -103,7 +104,7 @@ def _cell(gathered: dict[str, Any], stage: str, task: str, suite_stages: list[st
     if stage not in suite_stages or score is None:
         return '<td class="none">·</td>'
     metric = gathered["primary"][task]
-    text, title = _fmt(score.get(metric)), f"n = {score['n']} items"
+    text, title = _fmt(score.get(metric)), f"n = {score['n']} {'documents' if task == HELDOUT else 'items'}"
     c = _flagged(gathered, stage, task)
     if c is None:
         return f'<td title="{title}">{text}</td>'
