@@ -118,19 +118,35 @@ def rlvr(config: str, overrides: List[str], start: str, stop: str, init: str, fl
 
 @_component(TRAINER_IMAGE)
 def evaluate(config: str, overrides: List[str], start: str, stop: str, init: str, flow_run: str, job_id: str,
-             nodes: int, gpus_per_node: int, node_selector: dict, tolerations: list, image: str,
+             nodes: int, gpus_per_node: int, node_selector: dict, tolerations: list, image: str, of: str,
              dataset: Input[Dataset], model: Input[Model], index: Input[Artifact], report: Output[Markdown],
              metrics: Output[Metrics]):
     from olmoflow.flow.task import run_task
     run_task("eval", config, overrides, start, stop, init, flow_run, job_id,
              {"dataset": dataset, "checkpoint": model, "index": index}, report, metrics,
              pool=dict(nodes=nodes, gpus_per_node=gpus_per_node, node_selector=node_selector,
+                       tolerations=tolerations, image=image), of=of)
+
+
+@_component(TRAINER_IMAGE)
+def model_flow(config: str, overrides: List[str], start: str, stop: str, init: str, flow_run: str, job_id: str,
+               nodes: int, gpus_per_node: int, node_selector: dict, tolerations: list, image: str,
+               eval_pretrain: Input[Markdown], eval_midtrain: Input[Markdown], eval_long_context: Input[Markdown],
+               eval_sft: Input[Markdown], eval_dpo: Input[Markdown], eval_rlvr: Input[Markdown],
+               report: Output[Markdown], metrics: Output[Metrics]):
+    from olmoflow.flow.task import run_task
+    run_task("model-flow", config, overrides, start, stop, init, flow_run, job_id,
+             {"eval-pretrain": eval_pretrain, "eval-midtrain": eval_midtrain, "eval-long-context": eval_long_context,
+              "eval-sft": eval_sft, "eval-dpo": eval_dpo, "eval-rlvr": eval_rlvr}, report, metrics,
+             pool=dict(nodes=nodes, gpus_per_node=gpus_per_node, node_selector=node_selector,
                        tolerations=tolerations, image=image))
 
 
 COMPONENTS = {"curate": curate, "pretrain": pretrain, "midtrain": midtrain, "long-context": long_context, "sft": sft,
-              "dpo": dpo, "rlvr": rlvr, "trace-index": trace_index, "eval": evaluate}
+              "dpo": dpo, "rlvr": rlvr, "trace-index": trace_index, "eval": evaluate, "model-flow": model_flow}
 """Each stage's component, by stage name (olmoflow/registry.py). Its artifacts follow the stage's entry: an input
 `dataset` (Input[Dataset]) and `model` (Input[Model], the checkpoint input), eval's optional `index` (Input[Artifact],
-trace-index's output; an empty one when trace-index was skipped), an output named after the stage's output kind
-(trace-index's `index`: Output[Artifact]); tests/test_registry.py holds the two together."""
+trace-index's output; an empty one when trace-index was skipped), a gathering stage's one input per step it gathers
+(model-flow's eval_pretrain ... eval_rlvr: the step's name with `_` for `-`), an output named after the stage's
+output kind (trace-index's `index`: Output[Artifact]); a per-checkpoint stage (eval) also takes `of`, the stage whose
+checkpoint it is given; tests/test_registry.py holds the two together."""

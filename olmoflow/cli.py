@@ -25,7 +25,7 @@ from pathlib import Path
 
 from olmoflow import __version__
 from olmoflow.config import ConfigError, load_config
-from olmoflow.registry import STAGES
+from olmoflow.registry import LAST, STAGES
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(run)
     run.add_argument("--from", dest="start", default="curate", metavar="STAGE",
                      help=f"first stage ({', '.join(STAGES)})")
-    run.add_argument("--to", dest="stop", default="eval", metavar="STAGE", help="last stage")
+    run.add_argument("--to", dest="stop", default=LAST, metavar="STAGE", help="last stage")
     run.add_argument("--init", default="", metavar="URI", help="artifact fed to the --from stage")
     run.add_argument("--verbose", action="store_true", help="show KFP's own task logs unfiltered")
 
@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(sub_)
     sub_.add_argument("--host", required=True, help="KFP API endpoint, e.g. http://localhost:8888")
     sub_.add_argument("--from", dest="start", default="curate", metavar="STAGE", help="first stage")
-    sub_.add_argument("--to", dest="stop", default="eval", metavar="STAGE", help="last stage")
+    sub_.add_argument("--to", dest="stop", default=LAST, metavar="STAGE", help="last stage")
     sub_.add_argument("--init", default="", metavar="URI", help="artifact fed to the --from stage")
     sub_.add_argument("--nodes", action="append", default=[], metavar="STAGE=N",
                       help="run STAGE as an N-node job (repeatable); default: the pipeline's")

@@ -17,6 +17,7 @@ from pydantic import Field, ValidationError, model_validator
 from olmoflow._base import Section
 from olmoflow.data.config import CurateConfig
 from olmoflow.evals.config import EvalConfig
+from olmoflow.evals.modelflow_config import ModelFlowConfig
 from olmoflow.model.config import ModelConfig
 from olmoflow.post.config import DPOConfig, RLVRConfig, SFTConfig
 from olmoflow.registry import REGISTRY, STAGES
@@ -55,6 +56,7 @@ class FlowConfig(Section):
     dpo: DPOConfig = Field(default_factory=DPOConfig)
     rlvr: RLVRConfig = Field(default_factory=RLVRConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    model_flow: ModelFlowConfig = Field(default_factory=ModelFlowConfig)
 
     @model_validator(mode="after")
     def _check(self) -> FlowConfig:

@@ -43,6 +43,14 @@ class Stage:
     scale: Scale = "one-process"
     chat: bool = False
     """Its checkpoints were trained on the chat template (the eval stage then prompts them with it)."""
+    per_checkpoint: bool = False
+    """It runs once per checkpoint stage, on that stage's checkpoint (eval: every stage is evaluated). Each run is
+    a step named `{name}-{stage}` (eval-pretrain, eval-sft, ...) in the DAG, MLflow and the summary; its artifact
+    has its own address, as its checkpoint input differs."""
+    gathers: str = ""
+    """The per-checkpoint stage whose every output it takes (model-flow gathers eval's reports): one input per
+    checkpoint stage, named after that step (`eval-pretrain`, ...), each of the gathered stage's output kind; a
+    step that did not run gives none."""
 
     @property
     def module(self) -> str:
@@ -75,13 +83,40 @@ REGISTRY: tuple[Stage, ...] = (
           chat=True),
     Stage("trace-index", "trace_index", output="index", headline="tokens", inputs=("dataset",), gpus=False),
     Stage("eval", "eval", output="report", headline="val_bpb", inputs=("dataset", "checkpoint"),
-          optional_inputs=("index",)),
+          optional_inputs=("index",), per_checkpoint=True),
+    Stage("model-flow", "model_flow", output="report", headline="stages_evaluated", gathers="eval", gpus=False),
 )
 
 STAGES: tuple[str, ...] = tuple(s.name for s in REGISTRY)
 """Stage names in flow order."""
 
+LAST: str = STAGES[-1]
+"""Where a flow stops unless told otherwise (--to)."""
+
+CHECKPOINT_STAGES: tuple[str, ...] = tuple(s.name for s in REGISTRY if s.output == "checkpoint")
+"""The stages that make a checkpoint, in flow order: each is evaluated (eval-{stage})."""
+
 _BY_NAME = {s.name: s for s in REGISTRY}
+
+
+def step_name(stage: str, of: str = "") -> str:
+    """The name of one run of `stage`: itself, or for a per-checkpoint stage `{stage}-{of}` (eval-sft)."""
+    return f"{stage}-{of}" if of else stage
+
+
+def gathered_inputs(spec: Stage) -> dict[str, str]:
+    """{input name: kind} of a gathering stage (model-flow: eval-pretrain ... eval-rlvr, each a report)."""
+    if not spec.gathers:
+        return {}
+    kind = stage(spec.gathers).output
+    return {step_name(spec.gathers, s): kind for s in CHECKPOINT_STAGES}
+
+
+def input_kind(spec: Stage, name: str) -> str | None:
+    """The artifact kind input `name` of stage `spec` must be; None when the stage takes no such input."""
+    if name in spec.inputs + spec.optional_inputs:
+        return name  # an input is named after its kind
+    return gathered_inputs(spec).get(name)
 
 
 def stage(name: str) -> Stage:

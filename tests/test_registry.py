@@ -15,7 +15,16 @@ from olmoflow.cluster.jobs import stage_job
 from olmoflow.config import FlowConfig
 from olmoflow.flow import task
 from olmoflow.flow.pipeline import load_pipeline
-from olmoflow.registry import REGISTRY, STAGES, stage
+from olmoflow.registry import (
+    CHECKPOINT_STAGES,
+    LAST,
+    REGISTRY,
+    STAGES,
+    gathered_inputs,
+    input_kind,
+    stage,
+    step_name,
+)
 
 ARTIFACT_TYPES = {"dataset": "system.Dataset@0.0.1", "index": "system.Artifact@0.0.1",
                   "checkpoint": "system.Model@0.0.1", "report": "system.Markdown@0.0.1"}
@@ -89,15 +98,22 @@ def test_components_carry_the_declared_artifacts(entry):
     # every input it needs, and of the ones it may take those the flow wires (eval's index; not pretrain's
     # checkpoint, which only --init gives)
     optional = {INPUT_NAMES[kind]: ARTIFACT_TYPES[kind] for kind in entry.optional_inputs}
+    # a gathering stage: one input per step it gathers (model-flow's eval_pretrain ... eval_rlvr)
+    gathered = {name.replace("-", "_"): ARTIFACT_TYPES[kind] for name, kind in gathered_inputs(entry).items()}
     assert artifacts == {INPUT_NAMES[kind]: ARTIFACT_TYPES[kind] for kind in entry.inputs} | {
-        k: v for k, v in optional.items() if k in artifacts}
+        k: v for k, v in optional.items() if k in artifacts} | gathered
+    assert ("of" in spec.inputs) == entry.per_checkpoint
     assert ("index" in artifacts) == (entry.name == "eval")
     assert {k: v.type for k, v in spec.outputs.items()} == {entry.output: ARTIFACT_TYPES[entry.output],
                                                              "metrics": "system.Metrics@0.0.1"}
 
 
 def test_lookup_and_order():
-    assert STAGES[0] == "curate" and STAGES[-1] == "eval" and len(set(STAGES)) == len(STAGES)
+    assert STAGES[0] == "curate" and STAGES[-1] == LAST == "model-flow" and len(set(STAGES)) == len(STAGES)
+    assert CHECKPOINT_STAGES == ("pretrain", "midtrain", "long-context", "sft", "dpo", "rlvr")
+    assert step_name("eval", "long-context") == "eval-long-context" and step_name("sft") == "sft"
+    assert input_kind(stage("model-flow"), "eval-sft") == "report" and input_kind(stage("eval"), "index") == "index"
+    assert input_kind(stage("model-flow"), "eval-curate") is None
     assert stage("long-context").module == "olmoflow.stages.long_context"
     with pytest.raises(ValueError, match=r"unknown stage 'sftt' \(stages: curate, pretrain"):
         stage("sftt")

@@ -49,6 +49,13 @@ class StageContext:
     metrics_sink: Callable[[dict[str, float], int | None], None] | None = None
     artifact_sink: Callable[[Path, str], None] | None = None
     history: list[tuple[int | None, dict[str, float]]] = field(default_factory=list)
+    step: str = ""
+    """This run's name: the stage's, or for a per-checkpoint stage `{stage}-{of}` (eval-sft)."""
+    tracker: Any = None
+    """The flow's MLflow tracker (olmoflow.tracking.Tracker) on the lead rank under a flow run, else None: for a
+    stage that records more than metrics and artifacts (model-flow registers the models)."""
+    run_id: str | None = None
+    """This stage's MLflow run, when `tracker` is set."""
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         """Step metrics: kept for plots and the manifest, and sent to MLflow."""

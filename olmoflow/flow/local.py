@@ -25,6 +25,7 @@ from pathlib import Path
 from olmoflow.config import FlowConfig, to_json
 from olmoflow.flow.pipeline import load_pipeline
 from olmoflow.flow.plan import Plan
+from olmoflow.registry import LAST
 
 
 def _oneof_artifacts() -> None:
@@ -120,7 +121,7 @@ class _KfpNoise(io.TextIOBase):
         self.target.flush()
 
 
-def run_flow(cfg: FlowConfig, start: str = "curate", stop: str = "eval", init: str = "", verbose: bool = False,
+def run_flow(cfg: FlowConfig, start: str = "curate", stop: str = LAST, init: str = "", verbose: bool = False,
              config_name: str = "") -> int:
     from kfp import local
 

@@ -21,7 +21,7 @@ from olmoflow.artifacts import Artifact, ArtifactStore, fingerprint, read_manife
 from olmoflow.config import FlowConfig
 from olmoflow.contract.context import InputArtifact, StageContext
 from olmoflow.contract.workdir import WorkDir
-from olmoflow.registry import Stage
+from olmoflow.registry import Stage, input_kind, step_name
 from olmoflow.registry import stage as stage_entry
 from olmoflow.storage import is_remote
 
@@ -61,9 +61,10 @@ def stage_module(stage: str) -> ModuleType:
 
 def check_inputs(spec: Stage, inputs: dict[str, str]) -> None:
     """The input names `spec` takes, each it needs given; a StageError naming the stage otherwise."""
-    allowed = spec.inputs + spec.optional_inputs
     for name in inputs:
-        if name not in allowed:
+        if input_kind(spec, name) is None:
+            from olmoflow.registry import gathered_inputs
+            allowed = spec.inputs + spec.optional_inputs + tuple(gathered_inputs(spec))
             raise StageError(f"stage {spec.name}: unexpected input {name!r} "
                              f"(it takes: {', '.join(allowed) or 'none'})")
     for name in spec.inputs:
@@ -73,15 +74,27 @@ def check_inputs(spec: Stage, inputs: dict[str, str]) -> None:
 
 def open_inputs(spec: Stage, store: ArtifactStore, inputs: dict[str, str]) -> dict[str, Artifact]:
     check_inputs(spec, inputs)
-    # An input's name is the kind it must be: a report given as a checkpoint is refused here, before any compute.
-    return {name: store.open(uri, kind=name) for name, uri in inputs.items() if uri}
+    # An input's name says the kind it must be: a report given as a checkpoint is refused here, before any compute.
+    return {name: store.open(uri, kind=input_kind(spec, name)) for name, uri in inputs.items() if uri}
 
 
 def input_fingerprints(spec: Stage, inputs: dict[str, str]) -> dict[str, str]:
     """{name: fingerprint} of the inputs, from their manifests alone (no payload is read, hashed or downloaded);
     the same checks as open_inputs: names, and each input's kind."""
     check_inputs(spec, inputs)
-    return {name: read_manifest(uri.rstrip("/"), kind=name)["fingerprint"] for name, uri in inputs.items() if uri}
+    return {name: read_manifest(uri.rstrip("/"), kind=input_kind(spec, name))["fingerprint"]
+            for name, uri in inputs.items() if uri}
+
+
+def step_of(spec: Stage, inputs: dict[str, str], of: str = "") -> str:
+    """The name this run of `spec` goes by (olmoflow.registry.step_name): a per-checkpoint stage is named after
+    the stage that made its checkpoint, `of` when the caller knows it (the pipeline does), else the checkpoint's
+    manifest says (`olmoflow stage eval --input checkpoint=...`)."""
+    if not spec.per_checkpoint:
+        return spec.name
+    if not of and inputs.get("checkpoint"):
+        of = read_manifest(inputs["checkpoint"].rstrip("/")).get("stage", "")
+    return step_name(spec.name, of)
 
 
 def address(store: ArtifactStore, stage: str, cfg: FlowConfig, input_fps: dict[str, str]) -> tuple[str, str]:
@@ -109,14 +122,15 @@ def locate(stage: str, cfg: FlowConfig, inputs: dict[str, str]) -> tuple[Artifac
 
 
 def find_cached(stage: str, cfg: FlowConfig, inputs: dict[str, str], flow_run: str | None = None,
-                tags: dict[str, str] | None = None) -> StageResult | None:
+                tags: dict[str, str] | None = None, of: str = "") -> StageResult | None:
     """`stage`'s result when its artifact is already in the store (recorded as cached), else None. Only manifests
     are read, the inputs' and its own: a cached KFP task imports neither torch nor MLflow, and downloads nothing."""
     started = time.time()
     store, fp, uri = locate(stage, cfg, inputs)
     if not store.is_complete(uri):
         return None
-    return reuse(stage, fp, uri, cfg.stage_config(stage), _recorder(cfg, flow_run), started, tags)
+    step = step_of(entry(stage), inputs, of)
+    return reuse(step, fp, uri, cfg.stage_config(stage), _recorder(cfg, flow_run), started, tags)
 
 
 def work_dir(store: ArtifactStore, stage: str, fp: str, uri: str) -> WorkDir:
@@ -188,8 +202,10 @@ def _open_on_every_rank(world, inputs: dict[str, str], open_all):
     return mine or rest or arts
 
 
-def run_stage(stage: str, cfg: FlowConfig, inputs: dict[str, str], flow_run: str | None = None) -> StageResult:
-    """Run (or reuse) `stage` on input artifact URIs {name: uri}; `flow_run` set → log to MLflow.
+def run_stage(stage: str, cfg: FlowConfig, inputs: dict[str, str], flow_run: str | None = None,
+              of: str = "") -> StageResult:
+    """Run (or reuse) `stage` on input artifact URIs {name: uri}; `flow_run` set → log to MLflow. A per-checkpoint
+    stage's run goes by its step name (eval-sft; `of` names the checkpoint's stage, else its manifest does).
 
     Under torchrun every rank resolves the same inputs and address and runs the stage (its collectives need all
     of them); only rank 0 decides on the cache, opens the MLflow run, writes the payload, commits and logs, and
@@ -205,14 +221,15 @@ def run_stage(stage: str, cfg: FlowConfig, inputs: dict[str, str], flow_run: str
     arts = _open_on_every_rank(world, inputs, lambda: open_inputs(spec, store, inputs))
     stage_cfg = cfg.stage_config(stage)
     fp, uri = address(store, stage, cfg, {n: a.fingerprint for n, a in arts.items()})
+    step = step_of(spec, inputs, of)
 
     if world.first(lambda: store.is_complete(uri)):
-        return world.first(lambda: reuse(stage, fp, uri, stage_cfg, _recorder(cfg, flow_run), start))
+        return world.first(lambda: reuse(step, fp, uri, stage_cfg, _recorder(cfg, flow_run), start))
     tracker = _tracker(cfg, flow_run) if world.lead else None
 
     def open_run() -> tuple[Path, str | None]:
         staging = store.staging_dir(stage, fp)
-        run_id = tracker.start_stage(stage, fp, uri, stage_cfg, status="running") if tracker else None
+        run_id = tracker.start_stage(step, fp, uri, stage_cfg, status="running") if tracker else None
         if tracker:
             for a in arts.values():
                 if a.kind == "dataset":
@@ -231,9 +248,10 @@ def run_stage(stage: str, cfg: FlowConfig, inputs: dict[str, str], flow_run: str
     ctx = StageContext(
         stage=stage, cfg=cfg, out=staging, work=work_dir(store, stage, fp, uri), lead=world.lead,
         inputs={n: InputArtifact(a.uri, a.kind, a.fingerprint, a.manifest, a.path) for n, a in arts.items()},
-        metrics_sink=(lambda m, step: tracker.log_metrics(run_id, m, step)) if tracker else None,
-        artifact_sink=(lambda p, sub: tracker.log_artifact(run_id, p, sub)) if tracker else None)
-    log.info("%s: running -> %s", stage, uri)
+        metrics_sink=(lambda m, i: tracker.log_metrics(run_id, m, i)) if tracker else None,
+        artifact_sink=(lambda p, sub: tracker.log_artifact(run_id, p, sub)) if tracker else None,
+        step=step, tracker=tracker, run_id=run_id)
+    log.info("%s: running -> %s", step, uri)
     try:
         metrics = {k: float(v) for k, v in (mod.run(ctx) or {}).items()}
     except BaseException:
@@ -255,7 +273,7 @@ def run_stage(stage: str, cfg: FlowConfig, inputs: dict[str, str], flow_run: str
             if tracker:
                 tracker.log_artifact(run_id, staging / "stage.log", None)
             manifest = store.commit(staging, uri, {
-                "stage": stage, "fingerprint": fp, "kind": spec.output,
+                "stage": stage, "step": step, "fingerprint": fp, "kind": spec.output,
                 "inputs": {n: {"uri": a.uri, "fingerprint": a.fingerprint} for n, a in arts.items()},
                 "config": stage_cfg, "metrics": metrics, "headline": spec.headline, "mlflow_run_id": run_id,
                 "flow_run": flow_run, "started_at": start, "wall_s": round(wall, 2)})
@@ -273,8 +291,8 @@ def run_stage(stage: str, cfg: FlowConfig, inputs: dict[str, str], flow_run: str
             tracker.set_tags(run_id, {"olmoflow.status": "ran", "olmoflow.headline": spec.headline,
                                       "olmoflow.wall_s": f"{wall:.1f}"})
             tracker.end_stage(run_id)
-        log.info("%s: done in %.1fs -> %s", stage, wall, uri)
-        return StageResult(stage, "ran", uri, fp, spec.output, metrics, spec.headline, wall, manifest)
+        log.info("%s: done in %.1fs -> %s", step, wall, uri)
+        return StageResult(step, "ran", uri, fp, spec.output, metrics, spec.headline, wall, manifest)
 
     result = world.first(publish)
     if not world.lead:
@@ -290,7 +308,8 @@ def _mark_failed(tracker, run_id: str | None) -> None:
 
 def reuse(stage: str, fp: str, uri: str, stage_cfg: dict[str, Any], tracker, start: float,
           tags: dict[str, str] | None = None) -> StageResult:
-    """The cached result of a complete artifact, recorded by `tracker` (a Tracker, a Spool, or None)."""
+    """The cached result of a complete artifact, recorded by `tracker` (a Tracker, a Spool, or None); `stage` is
+    the step's name (eval-sft for a per-checkpoint stage)."""
     # Only the manifest: whoever reads the payload (the next stage) verifies its checksums then, so a cached
     # multi-GB checkpoint is hashed once per run, not twice.
     result = from_manifest(stage, "cached", uri, fp, start)

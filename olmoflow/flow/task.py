@@ -27,6 +27,7 @@ from typing import Any
 from olmoflow.config import FlowConfig, load_config, to_json
 from olmoflow.flow.plan import Plan
 from olmoflow.flow.runner import StageResult, find_cached, record_skipped, run_stage
+from olmoflow.registry import LAST, step_name
 from olmoflow.registry import stage as stage_entry
 
 log = logging.getLogger("olmoflow")
@@ -41,18 +42,21 @@ def setup_logging() -> None:
 
 def run_task(stage: str, config: str, overrides: list[str], start: str, stop: str, init: str, flow_run: str,
              job_id: str, inputs: dict[str, Any], output: Any, metrics: Any = None,
-             pool: dict[str, Any] | None = None) -> None:
+             pool: dict[str, Any] | None = None, of: str = "") -> None:
     """`inputs` maps names to KFP input artifacts (or None); `output` is the KFP output artifact; `pool` is the
-    run's nodes, gpus_per_node, node_selector, tolerations and image for this stage."""
+    run's nodes, gpus_per_node, node_selector, tolerations and image for this stage; `of` is the stage whose
+    checkpoint a per-checkpoint stage (eval) takes."""
     setup_logging()
     cfg = load_config(config, overrides)
     plan = Plan(start, stop, init)
     flow_run = flow_run or job_id
-    if not plan.runs(stage):
-        record_skipped(stage, cfg, flow_run, plan.skip_reason(stage))
+    if not plan.runs(stage, of):
+        record_skipped(step_name(stage, of), cfg, flow_run, plan.skip_reason(stage, of))
         output.metadata.update({"status": "skipped"})
         with open(output.path, "w") as f:
             json.dump({"stage": stage, "status": "skipped"}, f)
+        if stage == LAST:
+            _end_flow(cfg, flow_run, "FINISHED")
         return
     upstream = {name: (art.metadata.get("uri", "") if art is not None else "") for name, art in inputs.items()}
     pool = pool or {}
@@ -61,7 +65,8 @@ def run_task(stage: str, config: str, overrides: list[str], start: str, stop: st
         if nodes > 1:
             result = run_on_nodes(stage, cfg, plan.inputs(stage, upstream), nodes, flow_run, pool=pool)
         else:
-            result = run_on_this_node(stage, cfg, plan.inputs(stage, upstream), pool, flow_run)
+            result = run_on_this_node(stage, cfg, plan.inputs(stage, upstream), pool, flow_run,
+                                      plan.evaluated(stage, of))
     except BaseException:
         _end_flow(cfg, flow_run, "FAILED")
         raise
@@ -72,20 +77,21 @@ def run_task(stage: str, config: str, overrides: list[str], start: str, stop: st
     if metrics is not None:
         for k, v in result.metrics.items():
             metrics.log_metric(k, v)
-    if stage == stop:
+    if stage == LAST:
+        # The DAG's last task (it waits on every other), whatever --to says: the flow's run ends when its tasks do.
         _end_flow(cfg, flow_run, "FINISHED")
 
 
 def run_on_this_node(stage: str, cfg: FlowConfig, inputs: dict[str, str], pool: dict[str, Any],
-                     flow_run: str | None) -> StageResult:
+                     flow_run: str | None, of: str = "") -> StageResult:
     """The stage in this pod: its cached artifact if there is one (found before torch is imported to count the
     GPUs), else a rank per GPU for a stage that trains on every rank, else this process."""
-    cached = find_cached(stage, cfg, inputs, flow_run)
+    cached = find_cached(stage, cfg, inputs, flow_run, of=of)
     if cached:
         return cached
     if (gpus := local_ranks(stage, int(pool.get("gpus_per_node") or 1))) > 1:
         return run_on_local_gpus(stage, cfg, inputs, gpus, flow_run)
-    return run_stage(stage, cfg, inputs, flow_run)
+    return run_stage(stage, cfg, inputs, flow_run, of)
 
 
 def _end_flow(cfg, flow_run: str, status: str) -> None:

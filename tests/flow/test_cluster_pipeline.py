@@ -19,7 +19,7 @@ from olmoflow.cluster.settings import CONFIG_MAP_ENV, S3_KEYS, PipelineSettings,
 from olmoflow.config import load_config, to_json
 from olmoflow.flow import runner, task
 from olmoflow.flow.pipeline import IR_PATH, K8S_DIR, REPO_ROOT, compile_all, compile_ir
-from olmoflow.registry import REGISTRY, STAGES
+from olmoflow.registry import CHECKPOINT_STAGES, REGISTRY, STAGES
 from olmoflow.registry import stage as stage_entry
 
 HELM = shutil.which("helm") or shutil.which("helm", path=str(REPO_ROOT / ".venv" / "bin"))
@@ -49,10 +49,12 @@ def _param(name: str) -> str:
 
 def test_gpu_tasks_get_gpus_pool_secret_and_config_map(tmp_path):
     containers, platform, tasks, params = _compiled(tmp_path)
-    assert set(tasks) == set(STAGES) | {f"{s.name} (job)" for s in REGISTRY if s.multi_node}
+    steps = {s for s in STAGES if not stage_entry(s).per_checkpoint} | {f"eval-{s}" for s in CHECKPOINT_STAGES}
+    assert set(tasks) == steps | {f"{s.name} (job)" for s in REGISTRY if s.multi_node}
     for name in tasks:
         c, p = containers[name], platform[name]
         stage, launcher = name.removesuffix(" (job)"), name.endswith(" (job)")
+        stage = "eval" if stage.startswith("eval-") else stage
         repo = "olmoflow/curate" if stage == "curate" else "olmoflow/trainer"
         assert c["image"] == f"{repo}:{_param('image_tag')}"
         if stage_entry(stage).gpus and not launcher:

@@ -4,7 +4,7 @@ order; the checked-in YAML is current."""
 import yaml
 
 from olmoflow.flow.pipeline import REPO_ROOT, compile_ir
-from olmoflow.registry import REGISTRY, STAGES
+from olmoflow.registry import CHECKPOINT_STAGES, LAST, REGISTRY
 
 
 def test_compiled_pipeline_is_current(tmp_path):
@@ -17,7 +17,7 @@ def test_dag_has_each_stage_on_one_node_or_as_a_job_in_flow_order(tmp_path):
     spec = next(yaml.safe_load_all(open(compile_ir(tmp_path / "p.yaml"))))  # then the platform spec
     dags = {"root": spec["root"]["dag"], **{k: c["dag"] for k, c in spec["components"].items() if "dag" in c}}
     params = spec["root"]["inputDefinitions"]["parameters"]
-    assert params["config"]["defaultValue"] == "tiny" and params["stop"]["defaultValue"] == "eval"
+    assert params["config"]["defaultValue"] == "tiny" and params["stop"]["defaultValue"] == LAST
     # every stage that scales out: a branch group whose two branches are "on one node" (nodes_X == 1) and "as a job"
     sections = {s.name: s.section for s in REGISTRY}
     branches = {}
@@ -36,18 +36,33 @@ def test_dag_has_each_stage_on_one_node_or_as_a_job_in_flow_order(tmp_path):
     assert nodes == {f"nodes_{s.section}" for s in REGISTRY if s.multi_node}
     # the top level runs the stages in flow order: each group waits for the one before it
     root = dags["root"]["tasks"]
-    # ... but trace-index, which reads only curate's dataset, runs beside them on a CPU pod, and eval waits for it too
-    # (it traces its sample generations with the index)
+    # ... but trace-index, which reads only curate's dataset, runs beside them on a CPU pod; every checkpoint stage
+    # is evaluated by its own eval task (it also reads the index), and model-flow waits for all the evaluations
     assert root.pop("trace-index")["dependentTasks"] == [next(k for k in root if k.startswith("condition-branches"))]
-    assert root["evaluate"]["inputs"]["artifacts"]["index"]["taskOutputArtifact"] == {
-        "outputArtifactKey": "index", "producerTask": "trace-index"}
-    root["evaluate"]["dependentTasks"].remove("trace-index")
+    evals = {k: t for k, t in root.items() if k.startswith("evaluate")}
+    assert sorted(t["taskInfo"]["name"] for t in evals.values()) == sorted(f"eval-{s}" for s in CHECKPOINT_STAGES)
+    for t in evals.values():
+        assert t["inputs"]["artifacts"]["index"]["taskOutputArtifact"] == {
+            "outputArtifactKey": "index", "producerTask": "trace-index"}
+        of = t["inputs"]["parameters"]["of"]["runtimeValue"]["constant"]
+        assert t["taskInfo"]["name"] == f"eval-{of}"
+        t["dependentTasks"].remove("trace-index")
+    gather = root.pop("model-flow")
+    assert sorted(gather["dependentTasks"]) == sorted(evals)
+    assert {k: a["taskOutputArtifact"]["producerTask"] for k, a in gather["inputs"]["artifacts"].items()} == {
+        f"eval_{s.replace('-', '_')}": k for k, t in evals.items() for s in CHECKPOINT_STAGES
+        if t["taskInfo"]["name"] == f"eval-{s}"}
+    # the rest is a chain in flow order, each evaluation hanging off its stage
+    chain = {k: t for k, t in root.items() if k not in evals}
     order, done = [], set()
-    while len(order) < len(root):
-        ready = sorted(k for k, t in root.items() if k not in done and set(t.get("dependentTasks", [])) <= done)
+    while len(order) < len(chain):
+        ready = sorted(k for k, t in chain.items() if k not in done and set(t.get("dependentTasks", [])) <= done)
         assert len(ready) == 1, ready  # a chain: exactly one task can go next
         order.append(ready[0])
         done.add(ready[0])
-    assert len(order) == len(STAGES) - 1 and order[-2:] == ["rlvr", "evaluate"]
+    assert order[-1] == "rlvr" and len(order) == 1 + len(CHECKPOINT_STAGES)
+    for t in evals.values():  # the dataset's task and its checkpoint's
+        first, made = sorted(t["dependentTasks"], key=order.index)
+        assert first == order[0] and made in order[1:]
     assert all(not t.get("cachingOptions", {}).get("enableCache", False)
                for d in dags.values() for t in d["tasks"].values())
