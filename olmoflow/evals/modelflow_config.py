@@ -8,7 +8,7 @@ from olmoflow._base import Section
 
 
 class ModelFlowConfig(Section):
-    register: bool = True
+    register_models: bool = True
     """Register each evaluated stage's checkpoint in the MLflow Model Registry (its Hugging Face export logged on
     the model-flow run, one model version per stage, an alias per stage); only under a flow run, where MLflow is
     on. Off: the report alone (an export per stage copies every checkpoint's weights once more)."""

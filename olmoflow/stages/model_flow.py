@@ -5,10 +5,11 @@
 Its inputs are the eval reports, `eval-{stage}` in flow order (a stage that did not run gives none). The payload:
 results.json (olmoflow/evals/modelflow.py: {"stages": {STAGE: {TASK: {METRIC: value, "n": items}}}, chance,
 suites, failed tasks, contamination), report.html with plots/ (modelflow_html.py), and predictions/{stage}/
-{task}.jsonl, each eval's per-item predictions. The numbers go to MLflow as `{stage}/{task}/{metric}`; report.html
-goes on this run and on the flow's parent run. Under a flow run (MLflow on) and with model_flow.register, each
-evaluated stage's checkpoint is exported to Hugging Face format, logged on this run, and registered as a version of
-one model (model_flow.model_name, default the flow's name) with an alias per stage; the last stage's is the newest.
+{task}.jsonl, each eval's per-item predictions. The numbers go to MLflow as `{stage}/{task}/{metric}`;
+report.html goes on this run and on the flow's parent run. Under a flow run (MLflow on) and with
+model_flow.register_models, each evaluated stage's checkpoint is exported to Hugging Face format, logged on this run,
+and registered as a version of one model (model_flow.model_name, default the flow's name) with an alias per stage;
+the last stage's is the newest.
 """
 
 from __future__ import annotations
@@ -76,6 +77,6 @@ def run(ctx: StageContext) -> dict[str, float]:
         parent = ctx.tracker.parent_run_id(create=False)
         if parent:  # the report where a user lands first: the flow's run
             ctx.tracker.log_artifact(parent, written["report.html"], "model-flow")
-        if ctx.cfg.model_flow.register:
+        if ctx.cfg.model_flow.register_models:
             register_models(ctx, gathered["order"])
     return metrics
