@@ -166,7 +166,7 @@ def score(model: torch.nn.Module, tokenizer: Tokenizer, task: str, items: list[d
                              prompts.chat_messages(task, it, shots) if chat else None) for it in items]
     texts = gen.greedy(model, tokenizer, ids, generate=generate, eos_id=eos_id, seq_len=seq_len,
                        max_new_tokens=max_new_tokens or spec.max_new_tokens, batch_size=batch_size,
-                       progress=progress, desc=desc or task)
+                       progress=progress, desc=desc or task, stops=() if chat else spec.stops)
     cut = [t if chat else gen.cut_at_stops(t, spec.stops) for t in texts]
     rows = [{"id": it["id"], "prompt": tokenizer.decode(p, skip_special_tokens=False), "generated": t,
              "answer": a, "gold": _gold(task, it)} for it, p, t, a in zip(items, ids, texts, cut)]

@@ -94,3 +94,25 @@ def test_real_greedy_generation_equals_repeated_argmax(tokenizer, tiny_olmo):
                 new.append(int(tiny_olmo(torch.tensor([seq + new]))[0, -1].argmax()))
         assert got["generated"] == tokenizer.decode(new, skip_special_tokens=True)
         assert got["exact_match"] == float(gen.is_correct(got["answer"], item["answer"]))
+
+
+def test_generation_in_chunks_until_a_stop_equals_one_long_call(tokenizer, tiny_olmo, monkeypatch):
+    """With stop sequences greedy() generates a few tokens at a time and drops the rows that wrote a stop; the
+    text up to the stop is what one call of max_new_tokens gives."""
+    eos = tokenizer.token_to_id("<|endoftext|>")
+    prompts = [[eos] + tokenizer.encode(gen.base_prompt(it["question"], []), add_special_tokens=False).ids
+               for it in ITEMS]
+    kw = dict(generate=generate, eos_id=eos, seq_len=64, max_new_tokens=10, batch_size=3)
+    whole = gen.greedy(tiny_olmo, tokenizer, prompts, **kw)
+    monkeypatch.setattr(gen, "STOP_CHUNK", 3)
+    calls = []
+
+    def counting(*args, **kwargs):
+        calls.append(len(args[1]))
+        return generate(*args, **kwargs)
+
+    chunked = gen.greedy(tiny_olmo, tokenizer, prompts, **{**kw, "generate": counting}, stops=("never-written",))
+    assert chunked == whole and calls == [3, 3, 3, 3]  # 3 + 3 + 3 + 1 tokens, every row to the end
+    stop = whole[0][3:5]  # a piece the first row writes early
+    cut = gen.greedy(tiny_olmo, tokenizer, prompts, **kw, stops=(stop,))
+    assert [gen.cut_at_stops(t, (stop,)) for t in cut] == [gen.cut_at_stops(t, (stop,)) for t in whole]
