@@ -204,10 +204,11 @@ class Tracker:
         self._stop_system_metrics(run_id)
         self.client.set_terminated(run_id, status, end_time)
 
-    def register_model_versions(self, name: str, exports: list[tuple[str, Path]], run_id: str) -> dict[str, str]:
+    def register_model_versions(self, name: str, exports: Iterable[tuple[str, Path]], run_id: str) -> dict[str, str]:
         """Register one model version per (stage, Hugging Face folder), in the order given (the flow's: the last is
         the newest version, the final model): each folder is logged on run `run_id` under models/{stage} and is
-        that version's source; alias `{stage}` points at it (`models:/{name}@sft`). Returns {stage: version}."""
+        that version's source; alias `{stage}` points at it (`models:/{name}@sft`). `exports` may be a generator
+        that makes each folder when asked (one at a time on disk). Returns {stage: version}."""
         from mlflow.exceptions import MlflowException
 
         try:

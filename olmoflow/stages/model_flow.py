@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from olmoflow.artifacts import ArtifactStore
@@ -42,23 +43,27 @@ def _eval_results(ctx: StageContext) -> dict[str, dict]:
 def register_models(ctx: StageContext, stages: list[str]) -> str:
     """Each stage's checkpoint (the one its eval scored, from the eval manifest's inputs) exported to HF format and
     registered as a version of the flow's model, aliased by stage; returns the registered model's name."""
-    from olmoflow.model.hf import export_checkpoint
-
     name = ctx.cfg.model_flow.model_name or ctx.cfg.flow.name
-    store = ArtifactStore(ctx.cfg.flow.store, ctx.cfg.flow.name)
-    with tempfile.TemporaryDirectory(prefix="olmoflow-hf-") as tmp:
-        exports = []
-        for stage in stages:
-            given = ctx.inputs[PREFIX + stage].manifest.get("inputs", {}).get("checkpoint", {}).get("uri")
-            if not given:
-                raise ValueError(f"model-flow: eval-{stage}'s manifest names no checkpoint input to register")
-            checkpoint = store.open(given, kind="checkpoint")  # verified (and downloaded, for s3://)
-            exports.append((stage, export_checkpoint(checkpoint.path, Path(tmp) / stage)))
-            ctx.log.info("model-flow: exported %s's checkpoint %s", stage, given)
-        versions = ctx.tracker.register_model_versions(name, exports, ctx.run_id)
+    versions = ctx.tracker.register_model_versions(name, _exports(ctx, stages), ctx.run_id)
     ctx.log.info("model-flow: registered %s versions %s", name,
                  ", ".join(f"{v} (@{s})" for s, v in versions.items()))
     return name
+
+
+def _exports(ctx: StageContext, stages: list[str]) -> Iterator[tuple[str, Path]]:
+    """(stage, its checkpoint's HF export), one at a time: each export is removed once the next is asked for (after
+    it was logged), so the disk holds one model's copy, not one per stage."""
+    from olmoflow.model.hf import export_checkpoint
+
+    store = ArtifactStore(ctx.cfg.flow.store, ctx.cfg.flow.name)
+    for stage in stages:
+        given = ctx.inputs[PREFIX + stage].manifest.get("inputs", {}).get("checkpoint", {}).get("uri")
+        if not given:
+            raise ValueError(f"model-flow: eval-{stage}'s manifest names no checkpoint input to register")
+        checkpoint = store.open(given, kind="checkpoint")  # verified (and downloaded, for s3://)
+        with tempfile.TemporaryDirectory(prefix=f"olmoflow-hf-{stage}-") as tmp:
+            ctx.log.info("model-flow: exporting %s's checkpoint %s", stage, given)
+            yield stage, export_checkpoint(checkpoint.path, Path(tmp) / stage)
 
 
 def run(ctx: StageContext) -> dict[str, float]:
