@@ -162,10 +162,12 @@ def score(model: torch.nn.Module, tokenizer: Tokenizer, task: str, items: list[d
         check_item(spec, item)
     template = ChatTemplate(tokenizer) if chat else None
     eos_id = template.im_end if template is not None else start_id
+    new_tokens = max_new_tokens or spec.max_new_tokens
+    room = max(seq_len - new_tokens, 1)  # as greedy() cuts it: the report shows what the model saw
     ids = [gen.encode_prompt(tokenizer, template, start_id, prompts.base_prompt(task, it, shots),
-                             prompts.chat_messages(task, it, shots) if chat else None) for it in items]
+                             prompts.chat_messages(task, it, shots) if chat else None)[-room:] for it in items]
     texts = gen.greedy(model, tokenizer, ids, generate=generate, eos_id=eos_id, seq_len=seq_len,
-                       max_new_tokens=max_new_tokens or spec.max_new_tokens, batch_size=batch_size,
+                       max_new_tokens=new_tokens, batch_size=batch_size,
                        progress=progress, desc=desc or task, stops=() if chat else spec.stops)
     cut = [t if chat else gen.cut_at_stops(t, spec.stops) for t in texts]
     rows = [{"id": it["id"], "prompt": tokenizer.decode(p, skip_special_tokens=False), "generated": t,
