@@ -53,6 +53,8 @@ _MUL = np.uint64(0x9E3779B97F4A7C15)  # odd, so each step of the polynomial is a
 _MASK = (1 << 64) - 1
 EXAMPLES = 5
 """Item ids per task kept in the stats, for a person to look up."""
+MIN_WORDS = 4
+"""Questions of fewer words are not indexed: "What is 48 + 37?" (4) still is, "How many?" is no evidence."""
 
 
 def words(text: str) -> list[str]:
@@ -174,8 +176,8 @@ class DeconIndex:
     def _add(self, it: EvalItem) -> None:
         ws = words(it.question)
         q = self._new_ids(ws)
-        if not q:
-            return  # no words: nothing to find
+        if len(q) < MIN_WORDS:
+            return  # "Is she?", "How many?": a CoQA follow-up occurs in any book, whatever answer follows
         answers = [a for a in (tuple(self._new_ids(words(t))) for t in it.answers) if a]
         index = len(self._refs)
         self._refs.append((it.task, it.id))

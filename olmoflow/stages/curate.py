@@ -9,7 +9,7 @@ question's n-grams and its answer: olmoflow/data/decon.py), drop exact duplicate
 LSH), hold out a hash-chosen slice per domain as val text, train a byte-level BPE on the rest, tokenize, and write
 token-constrained mixes: `pretrain/`, `midtrain/` (math, code and QA up-weighted, with TinyMATH-style synthetic
 problems) and `long/`. Eval tasks (curate.eval.tasks) are written as eval/{task}.jsonl with their few-shot pools
-(eval/{task}.train.jsonl), and eval/contamination.json says, per task, which items still share a 13-gram with
+(eval/{task}.train.jsonl), and eval/contamination.json says, per task, which items still share a word 13-gram with
 the training data as kept (olmoflow/data/contamination.py). Sources are local folders or s3:// prefixes; an
 optional source (`required: false`) that is absent is skipped, and a mix's domain left without sources is dropped
 with the other shares re-normalised.
