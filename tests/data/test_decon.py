@@ -206,3 +206,12 @@ def test_every_eval_family_becomes_an_item_and_a_planted_prompt_is_found():
     assert idx.match(plant("User: " + ifb["prompt"])) == [("ifbench", "i")]
     assert idx.match(plant("How old is the regatta? Nobody knows.")) == []  # short question, no answer near
     assert idx.match(plant("How old is the regatta? About 23 years.")) == [("squad", "s")]
+
+
+def test_questions_under_four_words_are_not_indexed():
+    # CoQA follow-ups: with their answer near, "Is she? ... No" is in every play
+    coqa = [EvalItem("coqa", "c1", "Is she?", ("No",)), EvalItem("coqa", "c2", "How many?", ("Four",))]
+    idx = DeconIndex({"coqa": coqa, "arithmetic": [ARITH]})
+    assert len(idx) == 1
+    assert idx.match("HAMLET. Is she? OPHELIA. No, my lord. How many? Four.") == []
+    assert idx.match("What is 48 + 37? 85") == [("arithmetic", "arith-0")]
