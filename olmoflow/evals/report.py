@@ -28,17 +28,25 @@ def write_markdown(out: Path, results: dict[str, Any]) -> Path:
              "## Tasks", "",
              "| task | metric | score | n | chance |", "|---|---|---:|---:|---:|"]
     for name, t in results["tasks"].items():
+        if t.get("status") == "failed":
+            lines.append(f"| {name} | **failed**: {t.get('error', '')} | — | — | — |")
+            continue
         for metric, value in t["metrics"].items():
             primary = metric == t["primary"]
             shown = f"**{metric}** (primary)" if primary else metric
             if metric in t["lower_is_better"]:
                 shown += " ↓"
-            chance = t["chance"] if metric.startswith(("acc", "exact")) else None
+            if primary and t.get("contamination", {}).get("flagged"):
+                shown += " ⚠ contaminated items"
+            chance = t["chance"] if metric.startswith(("acc", "exact", "pass", "prompt", "inst")) else None
             lines.append(f"| {name} | {shown} | {_fmt(value)} | {t['n']} | {_fmt(chance)} |")
-    lines += ["", "Prompts:", ""] + [f"- {n}: {t['description']}; {t['num_shots']}-shot; {t['prompt_format']} prompts"
-                                       for n, t in results["tasks"].items()]
-    lines += [f"- chat template for generative tasks: {'yes' if results['chat_format']['chat'] else 'no'} "
-              f"({results['chat_format']['reason']})", ""]
+    ok = {n: t for n, t in results["tasks"].items() if t.get("status") != "failed"}
+    lines += ["", "Prompts:", ""] + [f"- {n}: {t['description']}; {t.get('shots', str(t['num_shots']) + '-shot')}; "
+                                     f"{t['prompt_format']} prompts" for n, t in ok.items()]
+    chat = results["chat_format"]
+    lines += [f"- suite: {results.get('suite', 'base')}; chat template: {'yes' if chat['chat'] else 'no'} "
+              f"({chat['reason']})", ""]
+    lines += contamination_lines(results["tasks"])
     lm = results["heldout"]
     lines += ["## Held-out language modelling", "",
               "| domain | docs | tokens | bytes | loss / token (nats) | bits / byte |",
@@ -49,13 +57,32 @@ def write_markdown(out: Path, results: dict[str, Any]) -> Path:
     lines += ["", f"Macro average over domains: {_fmt(lm['macro_bpb'])} bits/byte.", "", lm["method"], "",
               "## Formulas", ""]
     lines.append(f"- held-out: {lm['formula']}")
-    for name, t in results["tasks"].items():
+    for name, t in ok.items():
         lines += [f"- {name} {metric}: {formula}" for metric, formula in t["formulas"].items()]
     lines += trace_lines(results.get("trace"))
     lines += ["", f"Wall time: {results['wall_s']['total']:.1f} s.", ""]
     path = out / "report.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def contamination_lines(tasks: dict[str, Any]) -> list[str]:
+    """Per task, the share of the items scored that share an n-gram with the training data used (curate's
+    eval/contamination.json), and the primary metric on the clean items when some are contaminated."""
+    rows = [(n, t["contamination"]) for n, t in tasks.items() if t.get("contamination", {}).get("checked")
+            and "items" in t["contamination"]]
+    if not rows:
+        return ["## Contamination", "", "No contamination counts (the dataset has no eval/contamination.json).", ""]
+    lines = ["## Contamination", "", "| task | items | contaminated | share | primary on clean items |",
+             "|---|---:|---:|---:|---:|"]
+    for name, c in rows:
+        clean = c.get("clean")
+        primary = tasks[name]["primary"]
+        shown = f"{_fmt(clean[primary])} (n={clean['n']})" if clean and clean.get(primary) is not None else "—"
+        flag = " ⚠" if c.get("flagged") else ""
+        lines.append(f"| {name}{flag} | {c['items']} | {c['contaminated']} | {c['share']:.1%} | {shown} |")
+    return lines + ["", "An item is contaminated when it shares an n-gram of words with a training text kept in the "
+                    "dataset (curate's eval/contamination.json says which n).", ""]
 
 
 def _quote(text: str, width: int = 160) -> str:
@@ -105,7 +132,7 @@ def trace_lines(trace: dict[str, Any] | None) -> list[str]:
 
 def plot_tasks(path: Path, results: dict[str, Any]) -> Path:
     """One bar per task (its primary metric) with the chance level drawn across it."""
-    names = list(results["tasks"])
+    names = [n for n, t in results["tasks"].items() if t.get("status") != "failed"]
     fig, ax = pyplot().subplots(figsize=(max(4.0, 1.6 * len(names) + 1), 3.5))
     scores = [results["tasks"][n]["metrics"][results["tasks"][n]["primary"]] for n in names]
     bars = ax.bar(range(len(names)), scores, color="#3b7dd8", label="score")
@@ -114,7 +141,7 @@ def plot_tasks(path: Path, results: dict[str, Any]) -> Path:
                   label="chance" if i == 0 else None)
     ax.bar_label(bars, fmt="%.3f")
     ax.set_xticks(range(len(names)), [f"{n}\n{results['tasks'][n]['primary']}" for n in names])
-    ax.set_ylim(0, 1)
+    ax.set_ylim(0, max([1.0, *scores]))  # bits-per-byte primaries can pass 1
     ax.set_ylabel("score")
     ax.set_title("Task scores vs chance")
     if names:

@@ -5,8 +5,13 @@
 1. Held-out language modelling: loss per token and bits-per-byte of every `val/{domain}.jsonl` (heldout.py);
    the headline `val_bpb` pools all domains (total nats / (ln 2 × total bytes)). It is the number that moves at
    every scale, tokenizer-independent, while task accuracies of a tiny model sit near chance.
-2. Tasks from `eval/{task}.jsonl` (tasks.py): ARC-Easy as OLMES's cloze multiple choice (mc.py) and arithmetic
-   by greedy generation and exact match of the final number (gen.py).
+2. Tasks (evals/tasks.py, catalog.py): the base suite (eval.base_tasks: multiple choice in OLMES's cloze format
+   with the gold continuation's bits-per-byte, math, code, reading comprehension) for a base checkpoint, the chat
+   suite (eval.chat_tasks: lettered multiple choice, math, code, IFBench, through the chat template) for one from
+   sft, dpo or rlvr (eval.chat_format). Few-shot examples come from the task's train split only. A task that
+   fails (a missing file, a bad item) is reported as failed with its reason and the others go on. Each task's
+   contamination (curate's eval/contamination.json) is counted over the items scored, with the score on the
+   clean items beside it.
 3. Given a trace index (its optional `index` input, from stage trace-index), a few sample generations of the
    checkpoint traced against the training data (olmoflow/trace/samples.py): the spans it reproduces verbatim and
    their documents; without one the report says so.
@@ -23,11 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from olmoflow.contract.context import InputArtifact, StageContext
-from olmoflow.evals import gen, mc
+from olmoflow.evals import gen, tasks
+from olmoflow.evals.catalog import LOWER_IS_BETTER, TaskSpec, parse
 from olmoflow.evals.heldout import FORMULA as BPB_FORMULA
 from olmoflow.evals.heldout import DomainScore, pooled, read_docs, score_domain
 from olmoflow.evals.report import plot_bpb, plot_tasks, write_markdown, write_results
-from olmoflow.evals.tasks import TASKS, chance, load_items
 from olmoflow.model import generate
 from olmoflow.model.checkpoint import load_checkpoint
 from olmoflow.registry import stage as stage_entry
@@ -82,6 +87,51 @@ def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
+def score_task(ctx: StageContext, spec: TaskSpec, data: Path, model, tokenizer, *, chat: bool, start_id: int,
+               seq_len: int) -> dict[str, Any]:
+    """One task's entry in results.json: its metrics (the primary first), item and shot counts, chance, how it
+    was asked, and its per-item results (written to predictions/)."""
+    cfg = ctx.cfg.eval
+    items, shots, shots_note = tasks.load(data, spec, cfg.limit, cfg.num_shots)
+    per_item = tasks.score(spec, model, tokenizer, items, shots, chat=chat, generate=generate, start_id=start_id,
+                           seq_len=seq_len, batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens,
+                           code_timeout=cfg.code_timeout, progress=ctx.progress, desc=f"task/{spec.key}")
+    metrics = tasks.aggregate(spec, per_item)
+    primary = cfg.metrics.get(spec.task) or spec.entry.primary[spec.fmt]
+    description, formulas = tasks.describe(spec)
+    entry = {"status": "ok", "n": len(items), "num_shots": len(shots), "shots": shots_note,
+             "chance": tasks.chance(spec, items), "primary": primary,
+             "metrics": {primary: metrics[primary], **metrics}, "description": description, "formulas": formulas,
+             "prompt_format": "chat" if chat and spec.entry.family != "mc" else "base", "per_item": per_item}
+    ctx.log.info("eval task/%s: %d items, %s, %s %.4f (chance %.4f)", spec.key, len(items), shots_note, primary,
+                 metrics[primary], entry["chance"])
+    return entry
+
+
+def _contamination(data: Path) -> dict[str, Any]:
+    """curate's eval/contamination.json: per task, the items that share an n-gram with the training data used."""
+    path = data / "eval" / "contamination.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _flag(entry: dict[str, Any], found: dict[str, Any] | None, spec: TaskSpec) -> dict[str, Any]:
+    """How many of the items scored are contaminated, and the primary metric on the clean ones alone: a score
+    measured partly on contaminated items is flagged in the reports."""
+    if found is None:
+        return {"checked": False}
+    if entry.get("status") != "ok":
+        return {"checked": True, "share": found.get("share", 0.0)}
+    bad = set(found.get("ids", []))
+    scored = entry["per_item"]
+    hit = [r for r in scored if str(r["id"]) in bad]
+    out = {"checked": True, "ngram": found.get("ngram"), "items": len(scored), "contaminated": len(hit),
+           "share": len(hit) / max(len(scored), 1), "flagged": bool(hit)}
+    clean = [r for r in scored if str(r["id"]) not in bad]
+    if hit and clean:
+        out["clean"] = {"n": len(clean), entry["primary"]: tasks.aggregate(spec, clean).get(entry["primary"])}
+    return out
+
+
 def run(ctx: StageContext) -> dict[str, float]:
     cfg = ctx.cfg.eval
     started = time.time()
@@ -101,7 +151,7 @@ def run(ctx: StageContext) -> dict[str, float]:
     latest = ctx.work.latest()
     done: dict[str, Any] = json.loads((latest / PARTIAL).read_text()) if latest else {}
     if done:
-        ctx.log.info("eval: resuming with %d of %d parts done", len(done), len(val_files) + len(cfg.tasks))
+        ctx.log.info("eval: resuming with %d parts done", len(done))
 
     # ---- held-out bits-per-byte, one domain at a time
     for path in val_files:
@@ -116,31 +166,23 @@ def run(ctx: StageContext) -> dict[str, float]:
         ctx.log.info("eval %s: %d docs, %d tokens, bpb %.4f", key, score.docs, score.tokens, score.bpb)
         _save_partial(ctx, done)
 
-    # ---- tasks
-    for name in cfg.tasks:
-        key = f"task/{name}"
+    # ---- tasks: the base suite, or the chat suite for a checkpoint prompted with the chat template
+    suite = "chat" if chat else "base"
+    specs = [parse(t) for t in (cfg.chat_tasks if chat else cfg.base_tasks)]
+    contamination = _contamination(data)
+    for spec in specs:
+        key = f"task/{spec.key}"
         if key in done:
             continue
-        t0, task = time.time(), TASKS[name]
-        items = load_items(data / "eval" / f"{name}.jsonl", task)
-        shots, items = items[:cfg.num_shots], items[cfg.num_shots:]
-        items = items[:cfg.max_items] if cfg.max_items else items
-        if not items:
-            raise ValueError(f"eval task {name}: no items left to score after {cfg.num_shots} few-shot examples")
-        if task.kind == "mc":
-            per_item = mc.score_items(model, tokenizer, items, shots, start_id=start_id, seq_len=seq_len,
-                                      batch_size=cfg.batch_size, progress=ctx.progress, desc=key)
-            metrics, style = mc.aggregate(per_item), "cloze (rc)"
-        else:
-            per_item = gen.score_items(model, tokenizer, items, shots, chat=chat, generate=generate,
-                                       start_id=start_id, seq_len=seq_len, max_new_tokens=cfg.max_new_tokens,
-                                       batch_size=cfg.batch_size, progress=ctx.progress, desc=key)
-            metrics, style = gen.aggregate(per_item), ("chat" if chat else "base")
-        metrics = {task.primary: metrics[task.primary], **metrics}  # the primary metric first
-        done[key] = {"n": len(items), "num_shots": len(shots), "chance": chance(task, items), "primary": task.primary,
-                     "metrics": metrics, "prompt_format": style, "per_item": per_item, "wall_s": time.time() - t0}
-        ctx.log.info("eval %s: %d items, %s %.4f (chance %.4f)", key, len(items), task.primary,
-                     metrics[task.primary], done[key]["chance"])
+        t0 = time.time()
+        try:
+            done[key] = score_task(ctx, spec, data, model, tokenizer, chat=chat, start_id=start_id, seq_len=seq_len)
+        except Exception as e:  # noqa: BLE001 - one failing task is reported as failed; the others go on
+            reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:500]
+            ctx.log.warning("eval %s: failed: %s", key, reason)
+            done[key] = {"status": "failed", "error": reason}
+        done[key] |= {"suite": suite, "wall_s": time.time() - t0,
+                      "contamination": _flag(done[key], contamination.get(spec.task), spec)}
         _save_partial(ctx, done)
 
     # ---- sample generations traced against the training data
@@ -157,17 +199,19 @@ def run(ctx: StageContext) -> dict[str, float]:
     method = (f"Documents are scored after an <|endoftext|> token, in windows of {seq_len} tokens; a longer "
               + (f"document slides on with {overlap} tokens of carried context per window." if overlap else
                  "document is cut into plain consecutive chunks (each sees only the previous chunk's last token)."))
-    tasks: dict[str, Any] = {}
-    for name in cfg.tasks:
-        entry, task = done[f"task/{name}"], TASKS[name]
-        _write_jsonl(ctx.out / "predictions" / f"{name}.jsonl", entry["per_item"])
-        tasks[name] = {k: v for k, v in entry.items() if k != "per_item"} | {
-            "kind": task.kind, "description": task.description, "formulas": task.formulas,
-            "lower_is_better": list(task.lower_is_better)}
+    tasks_out: dict[str, Any] = {}
+    for spec in specs:
+        entry = done[f"task/{spec.key}"]
+        if entry.get("per_item") is not None:
+            _write_jsonl(ctx.out / "predictions" / f"{spec.key.replace(':', '_')}.jsonl", entry["per_item"])
+        tasks_out[spec.key] = {k: v for k, v in entry.items() if k != "per_item"} | {
+            "task": spec.task, "format": spec.fmt, "kind": spec.entry.family,
+            "lower_is_better": [m for m in spec.metrics if m in LOWER_IS_BETTER]}
     flat = {"val_bpb": all_domains.bpb, "val_loss": all_domains.loss, "val_bpb_macro": macro}
     flat |= {f"val_bpb/{d}": v["bpb"] for d, v in domains.items()}
     flat |= {f"val_loss/{d}": v["loss_per_token"] for d, v in domains.items()}
-    flat |= {f"{name}/{m}": v for name, t in tasks.items() for m, v in t["metrics"].items()}
+    flat |= {f"{name}/{m}": v for name, t in tasks_out.items() for m, v in t.get("metrics", {}).items()}
+    flat["tasks_failed"] = float(sum(t["status"] == "failed" for t in tasks_out.values()))
     trace = {k: v for k, v in done["trace"].items() if k != "wall_s"}
     for entry in trace["checkpoints"]:  # one today: the checkpoint evaluated
         flat |= {"trace/spans": float(entry["spans"]), "trace/covered": entry["covered"]}
@@ -177,7 +221,8 @@ def run(ctx: StageContext) -> dict[str, float]:
         "metrics": flat,
         "heldout": {"domains": domains, "all": all_domains.to_dict(), "macro_bpb": macro, "formula": BPB_FORMULA,
                     "method": method, "seq_len": seq_len, "overlap": overlap},
-        "tasks": tasks,
+        "tasks": tasks_out,
+        "suite": suite,
         "chat_format": {"chat": chat, "reason": chat_reason},
         "trace": trace,
         "model": {"checkpoint": checkpoint.uri, "parameters": sum(p.numel() for p in model.parameters()),

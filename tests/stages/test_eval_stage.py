@@ -62,7 +62,8 @@ def payloads(tmp_path):
 
 def _cfg(**over):
     smoke = {"eval": yaml.safe_load((ROOT / "configs" / "smoke.yaml").read_text())["eval"]}
-    smoke["eval"].update(over)
+    smoke["eval"].update({"base_tasks": ["arc_easy", "arithmetic"], "chat_tasks": ["arithmetic"], "limit": 8,
+                          **over})
     return from_dict(smoke)
 
 
@@ -107,6 +108,7 @@ def test_eval_stage_writes_a_report_that_holds_the_numbers(tmp_path, payloads):
     assert lm["domains"]["web"]["nats"] == pytest.approx(hf_nats, rel=1e-4)
 
     # tasks: counts, chance, and per-item predictions that add up to the score
+    assert res["suite"] == "base" and all(t["status"] == "ok" for t in res["tasks"].values())
     arc = res["tasks"]["arc_easy"]
     assert (arc["n"], arc["primary"]) == (6, "acc_per_char")
     assert arc["chance"] == pytest.approx(sum(1 / len(x["choices"]) for x in ARC) / 6)
@@ -151,7 +153,7 @@ def test_sample_generations_are_traced_against_the_index(tmp_path, payloads, mon
         return [copied[:max_new_tokens] + [eos_id]] * len(batch), [[0.0] * (len(copied) + 1)] * len(batch)
 
     monkeypatch.setattr(eval_stage, "generate", fake_generate)
-    ctx = _ctx(tmp_path, data, ckpt, _cfg(tasks=["arc_easy"], trace_samples=3, trace_prompt_tokens=4))
+    ctx = _ctx(tmp_path, data, ckpt, _cfg(base_tasks=["arc_easy"], trace_samples=3, trace_prompt_tokens=4))
     ctx.inputs["index"] = input_from_dir(tmp_path / "index", "index")
     metrics = eval_stage.run(ctx)
 
@@ -188,7 +190,7 @@ def test_an_index_of_another_tokenizer_is_noted_not_fatal(tmp_path, payloads):
     _jsonl(other / "post" / "sft.jsonl", [{"messages": [{"role": "user", "content": "hi"},
                                                        {"role": "assistant", "content": "different words"}]}])
     build_index(other, tmp_path / "index", ["post"], cpus=1)
-    ctx = _ctx(tmp_path, data, ckpt, _cfg(tasks=["arc_easy"]))
+    ctx = _ctx(tmp_path, data, ckpt, _cfg(base_tasks=["arc_easy"]))
     ctx.inputs["index"] = input_from_dir(tmp_path / "index", "index")
     eval_stage.run(ctx)
     res = json.loads((ctx.out / "results.json").read_text())
@@ -198,12 +200,42 @@ def test_an_index_of_another_tokenizer_is_noted_not_fatal(tmp_path, payloads):
 
 def test_checkpoints_from_post_training_get_chat_prompts(tmp_path, payloads):
     data, ckpt, _ = payloads
-    ctx = _ctx(tmp_path, data, ckpt, _cfg(tasks=["arithmetic"]), stage="sft")
+    ctx = _ctx(tmp_path, data, ckpt, _cfg(), stage="sft")
     eval_stage.run(ctx)
     res = json.loads((ctx.out / "results.json").read_text())
     assert res["chat_format"] == {"chat": True, "reason": "auto: the checkpoint was made by stage sft"}
     assert res["tasks"]["arithmetic"]["prompt_format"] == "chat"
-    assert list(res["tasks"]) == ["arithmetic"]
+    assert list(res["tasks"]) == ["arithmetic"] and res["suite"] == "chat"  # the chat suite
+
+
+def test_a_failing_task_is_reported_and_the_others_kept(tmp_path, payloads):
+    data, ckpt, _ = payloads
+    _jsonl(data / "eval" / "gsm8k.jsonl", [{"id": "g1", "question": "What is 2 + 2?"}])  # no answer
+    ctx = _ctx(tmp_path, data, ckpt, _cfg(base_tasks=["gsm8k", "arc_easy", "mmlu"]))
+    metrics = eval_stage.run(ctx)
+    res = json.loads((ctx.out / "results.json").read_text())
+    assert res["tasks"]["gsm8k"]["status"] == "failed" and "'answer'" in res["tasks"]["gsm8k"]["error"]
+    assert res["tasks"]["mmlu"]["status"] == "failed" and "mmlu.jsonl does not exist" in res["tasks"]["mmlu"]["error"]
+    assert res["tasks"]["arc_easy"]["status"] == "ok" and "arc_easy/acc_per_char" in metrics
+    assert metrics["tasks_failed"] == 2
+    md = (ctx.out / "report.md").read_text()
+    assert "| gsm8k | **failed**: ValueError: task gsm8k: item 'g1' needs key 'answer'" in md
+
+
+def test_contaminated_items_are_counted_and_the_clean_score_given(tmp_path, payloads):
+    data, ckpt, _ = payloads
+    (data / "eval" / "contamination.json").write_text(json.dumps({"arc_easy": {
+        "items": 6, "contaminated": 2, "share": 2 / 6, "ids": ["arc-0", "arc-1"], "ngram": 13}}))
+    ctx = _ctx(tmp_path, data, ckpt, _cfg(base_tasks=["arc_easy"], limit=4))
+    eval_stage.run(ctx)
+    res = json.loads((ctx.out / "results.json").read_text())
+    c = res["tasks"]["arc_easy"]["contamination"]
+    assert (c["items"], c["contaminated"], c["flagged"]) == (4, 2, True) and c["share"] == 0.5
+    preds = [json.loads(x) for x in (ctx.out / "predictions" / "arc_easy.jsonl").read_text().splitlines()]
+    clean = [p["acc_per_char"] for p in preds if p["id"] in ("arc-2", "arc-3")]
+    assert c["clean"] == {"n": 2, "acc_per_char": pytest.approx(sum(clean) / 2)}
+    md = (ctx.out / "report.md").read_text()
+    assert "| arc_easy ⚠ | 4 | 2 | 50.0% |" in md and "⚠ contaminated items" in md
 
 
 def test_a_killed_run_resumes_from_its_finished_parts(tmp_path, payloads, monkeypatch):
@@ -214,8 +246,7 @@ def test_a_killed_run_resumes_from_its_finished_parts(tmp_path, payloads, monkey
         raise AssertionError("recomputed a finished part")
 
     monkeypatch.setattr(eval_stage, "score_domain", fail)
-    monkeypatch.setattr(eval_stage.mc, "score_items", fail)
-    monkeypatch.setattr(eval_stage.gen, "score_items", fail)
+    monkeypatch.setattr(eval_stage.tasks, "score", fail)
     assert eval_stage.run(_ctx(tmp_path, data, ckpt, _cfg())) == pytest.approx(first)
 
 
