@@ -1,4 +1,5 @@
-"""Generative tasks: greedy generation, then exact match of the final number in the answer.
+"""Greedy generation for the generative tasks (greedy, encode_prompt, cut_at_stops: gen_tasks.py scores every
+generative task with them), chat_style, complete, and the synthetic arithmetic task's scoring below.
 
 Two prompt styles (eval.chat_format):
   base  "Question: {question}\\nAnswer:" (few-shot examples as "Question: ...\\nAnswer: ...\\n\\n" before it,
