@@ -9,7 +9,8 @@ fixed budget of padded tokens, so it takes a few long sequences or many short on
 `score_groups` is the fast path for olmoflow's Olmo3 (a model with `.hidden` and `.lm_head`): the requests of a
 group (an item's answer choices) go into one row as a prefix tree -- the tokens they share are run once, each
 choice's own tokens follow as a branch that sees the shared trunk and itself only, at the positions it would have
-alone -- and the LM head runs only at the scored positions, so no [tokens, vocab] logits exist beyond them.
+alone -- several trees share a row, each seeing only itself (so rows are full, not padded), and the LM head runs
+only at the scored positions, so no [tokens, vocab] logits exist beyond them.
 Other models (HF, the tests' bigram) take `score_requests`, one padded sequence per request.
 """
 
@@ -124,36 +125,35 @@ HEAD_CHUNK = 1024
 
 
 @dataclass
-class _Row:
-    """One packed row: a trunk shared by its requests, then one branch per request."""
+class _Tree:
+    """Requests as one prefix tree: a trunk they share, then one branch per request."""
 
     ids: list[int]
     pos: list[int]
-    seg: list[int]  # 0 = trunk, k + 1 = branch of the row's k-th request
-    scored: list[tuple[int, int, int, int]]  # (request, packed index predicting, target token, position in request)
+    seg: list[int]  # 0 = trunk, k + 1 = branch of the tree's k-th request
+    scored: list[tuple[int, int, int]]  # (request, index of the input predicting, target token)
 
 
-def _pack(inputs: list[list[int]], targets: list[list[int]], starts: list[int], owners: list[int]) -> _Row:
-    """Requests as a prefix tree: inputs[k] is request k's model input, targets[k][i] the token input i predicts,
-    scored from input index starts[k] on."""
+def _tree(inputs: list[list[int]], targets: list[list[int]], starts: list[int], owners: list[int]) -> _Tree:
+    """inputs[k] is request k's model input, targets[k][i] the token input i predicts, scored from starts[k] on."""
     trunk = 0
     shortest = min(len(x) for x in inputs)
     while trunk < shortest and all(x[trunk] == inputs[0][trunk] for x in inputs):
         trunk += 1
-    row = _Row(ids=list(inputs[0][:trunk]), pos=list(range(trunk)), seg=[0] * trunk, scored=[])
+    tree = _Tree(ids=list(inputs[0][:trunk]), pos=list(range(trunk)), seg=[0] * trunk, scored=[])
     for k, (x, y, s, owner) in enumerate(zip(inputs, targets, starts, owners)):
-        offset = len(row.ids) - trunk  # packed index of input i >= trunk is offset + i
-        row.ids += x[trunk:]
-        row.pos += range(trunk, len(x))
-        row.seg += [k + 1] * (len(x) - trunk)
-        row.scored += [(owner, i if i < trunk else offset + i, y[i], i) for i in range(s, len(x))]
-    return row
+        offset = len(tree.ids) - trunk  # input i >= trunk sits at offset + i
+        tree.ids += x[trunk:]
+        tree.pos += range(trunk, len(x))
+        tree.seg += [k + 1] * (len(x) - trunk)
+        tree.scored += [(owner, i if i < trunk else offset + i, y[i]) for i in range(s, len(x))]
+    return tree
 
 
-def _rows(groups: Sequence[Sequence[Request]], max_len: int) -> list[_Row]:
-    """Each group as one row when it fits in max_len tokens, else split into rows that do; a request longer than
+def _trees(groups: Sequence[Sequence[Request]], max_len: int) -> list[_Tree]:
+    """Each group as one tree when it fits in max_len tokens, else split into trees that do; a request longer than
     max_len + 1 tokens loses tokens from the left of its context (as in score_requests)."""
-    rows: list[_Row] = []
+    trees: list[_Tree] = []
     n = 0
     for group in groups:
         pending: list[tuple[list[int], list[int], int, int]] = []
@@ -164,69 +164,90 @@ def _rows(groups: Sequence[Sequence[Request]], max_len: int) -> list[_Row]:
             n_cont = min(len(r.continuation), len(seq) - 1)
             pending.append((seq[:-1], seq[1:], len(seq) - 1 - n_cont, n))
             n += 1
-        while pending:  # greedily the most requests whose packed row still fits
+        while pending:  # greedily the most requests whose tree still fits
             take = len(pending)
-            while take > 1 and len(_pack(*map(list, zip(*pending[:take]))).ids) > max_len:
+            while take > 1 and len(_tree(*map(list, zip(*pending[:take]))).ids) > max_len:
                 take -= 1
-            rows.append(_pack(*map(list, zip(*pending[:take]))))
+            trees.append(_tree(*map(list, zip(*pending[:take]))))
             pending = pending[take:]
+    return trees
+
+
+def _pack_rows(trees: list[_Tree]) -> list[list[_Tree]]:
+    """Trees first-fit, longest first, into rows as long as the longest tree: rows are full, so a batch holds
+    almost no padding (short unconditioned trees fill the gaps the long few-shot ones leave), and no longer than
+    they must be (masked-out attention in a longer row would still be computed)."""
+    rows: list[list[_Tree]] = []
+    room: list[int] = []
+    width = max((len(t.ids) for t in trees), default=0)
+    for t in sorted(trees, key=lambda t: -len(t.ids)):
+        slot = next((r for r, free in enumerate(room) if free >= len(t.ids)), None)
+        if slot is None:
+            rows.append([])
+            room.append(width)
+            slot = len(rows) - 1
+        rows[slot].append(t)
+        room[slot] -= len(t.ids)
     return rows
 
 
-def _row_masks(rows: list[_Row], width: int, window: int, device: torch.device) -> Masks:
-    """Boolean SDPA masks [B, 1, T, T] of a batch of packed rows: a token sees the trunk and its own branch, not
-    later tokens, not padding, and (sliding layers) only positions less than `window` back."""
-    seg = torch.full((len(rows), width), -1, dtype=torch.long)
+def _batch(rows: list[list[_Tree]], window: int, device: torch.device):
+    """ids, positions [B, T], masks and the (row, index, request, target) of each scored token of a batch of
+    rows. A token sees, within its own tree, the trunk and its own branch: not other trees, not later tokens, not
+    padding, and on sliding layers only positions less than `window` back."""
+    width = max(sum(len(t.ids) for t in row) for row in rows)
+    ids = torch.zeros((len(rows), width), dtype=torch.long)
     pos = torch.zeros((len(rows), width), dtype=torch.long)
+    seg = torch.zeros((len(rows), width), dtype=torch.long)
+    tree = torch.full((len(rows), width), -1, dtype=torch.long)
+    scored = []
     for b, row in enumerate(rows):
-        seg[b, :len(row.seg)] = torch.tensor(row.seg)
-        pos[b, :len(row.pos)] = torch.tensor(row.pos)
+        at = 0
+        for n, t in enumerate(row):
+            span = slice(at, at + len(t.ids))
+            ids[b, span], pos[b, span], seg[b, span] = torch.tensor(t.ids), torch.tensor(t.pos), torch.tensor(t.seg)
+            tree[b, span] = n
+            scored += [(b, at + i, owner, target) for owner, i, target in t.scored]
+            at += len(t.ids)
     i = torch.arange(width)
-    causal = i[:, None] >= i[None, :]
-    visible = (seg[:, None, :] == 0) | (seg[:, None, :] == seg[:, :, None])
-    full = causal & visible & (seg[:, None, :] >= 0)
+    same_tree = (tree[:, :, None] == tree[:, None, :]) & (tree[:, None, :] >= 0)
+    branch = (seg[:, None, :] == 0) | (seg[:, None, :] == seg[:, :, None])
+    full = same_tree & branch & (i[:, None] >= i[None, :])
     full |= torch.eye(width, dtype=torch.bool)  # padding sees itself: no all-masked (NaN) rows
     sliding = full & ((pos[:, :, None] - pos[:, None, :]) < window)
-    return Masks(full=full[:, None].to(device), sliding=sliding[:, None].to(device))
+    masks = Masks(full=full[:, None].to(device), sliding=sliding[:, None].to(device))
+    return ids.to(device), pos.to(device), masks, scored
 
 
 @torch.no_grad()
 def score_groups(model: torch.nn.Module, groups: Sequence[Sequence[Request]], *, batch_size: int, max_len: int,
                  progress: Progress = no_progress, desc: str = "scoring") -> list[list[Scored]]:
-    """Every request of every group scored, each group's shared token prefix run once (see the module doc);
-    the same numbers as score_requests on the requests one by one. Models without `.hidden` take score_requests."""
+    """Every request of every group scored, each group's shared token prefix run once (see the module doc), at
+    most batch_size x max_len tokens per forward; the same numbers as score_requests on the requests one by one.
+    Models without `.hidden` take score_requests."""
     if not (hasattr(model, "hidden") and hasattr(model, "lm_head")):
         flat = score_requests(model, [r for g in groups for r in g], batch_size=batch_size, max_len=max_len,
                               progress=progress, desc=desc)
         return _regroup(groups, flat)
     device = next(model.parameters()).device
-    rows = _rows(groups, max_len)
+    rows = _pack_rows(_trees(groups, max_len))
     n_requests = sum(len(g) for g in groups)
     logps: list[list[float]] = [[] for _ in range(n_requests)]
     greedy = [True] * n_requests
-    weight = model.lm_head.weight
-    batches = token_batches([len(r.ids) for r in rows], batch_size * max_len)
+    per_batch = max(batch_size * max_len // max((sum(len(t.ids) for t in r) for r in rows), default=1), 1)
+    batches = [rows[i:i + per_batch] for i in range(0, len(rows), per_batch)]
     for batch in progress(batches, len(batches), desc):
-        members = [rows[b] for b in batch]
-        width = len(members[0].ids)
-        ids = torch.zeros((len(members), width), dtype=torch.long)
-        pos = torch.zeros((len(members), width), dtype=torch.long)
-        for b, row in enumerate(members):
-            ids[b, :len(row.ids)] = torch.tensor(row.ids)
-            pos[b, :len(row.pos)] = torch.tensor(row.pos)
-        masks = _row_masks(members, width, model.cfg.sliding_window, device)
-        hidden = model.hidden(ids.to(device), pos.to(device), masks)
-        where = [(b, s) for b, row in enumerate(members) for s in row.scored]
-        at_b = torch.tensor([b for b, _ in where], device=device)
-        at_t = torch.tensor([s[1] for _, s in where], device=device)
-        target = torch.tensor([s[2] for _, s in where], device=device)
-        picked = hidden[at_b, at_t]
-        for lo in range(0, len(where), HEAD_CHUNK):
-            logits = F.linear(picked[lo:lo + HEAD_CHUNK], weight).float()
-            tgt = target[lo:lo + HEAD_CHUNK, None]
-            lp = (logits.gather(-1, tgt).squeeze(-1) - torch.logsumexp(logits, dim=-1)).double().tolist()
-            hit = (logits.argmax(-1) == tgt.squeeze(-1)).tolist()
-            for (_, (owner, _, _, _)), v, h in zip(where[lo:lo + HEAD_CHUNK], lp, hit):
+        ids, pos, masks, scored = _batch(batch, model.cfg.sliding_window, device)
+        hidden = model.hidden(ids, pos, masks)
+        picked = hidden[torch.tensor([s[0] for s in scored], device=device),
+                        torch.tensor([s[1] for s in scored], device=device)]
+        target = torch.tensor([s[3] for s in scored], device=device)
+        for lo in range(0, len(scored), HEAD_CHUNK):
+            logits = F.linear(picked[lo:lo + HEAD_CHUNK], model.lm_head.weight).float()
+            tgt = target[lo:lo + HEAD_CHUNK]
+            lp = (logits.gather(-1, tgt[:, None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)).double().tolist()
+            hit = (logits.argmax(-1) == tgt).tolist()
+            for (_, _, owner, _), v, h in zip(scored[lo:lo + HEAD_CHUNK], lp, hit):
                 logps[owner].append(v)
                 greedy[owner] &= h
     return _regroup(groups, [Scored(logprob=float(sum(v)), n_tokens=len(v), is_greedy=g)
