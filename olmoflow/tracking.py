@@ -11,9 +11,9 @@ Under `olmoflow run` a task that only records a stage (cached or skipped) does n
 its start-up): it writes the record to the flow's spool (SPOOL_ENV, a folder), and the driver, which has MLflow
 loaded already, replays it with its original times when the pipeline ends (Tracker.replay).
 
-MLflow 3's UI opens an experiment on its GenAI pages (traces, sessions) unless the experiment says it is model
-development: every flow experiment is tagged so (EXPERIMENT_KIND), and `make ui` prints the URL of each flow's
-runs view (runs_view_urls). A stage that runs in this process gets MLflow's system metrics (CPU, memory, disk,
+MLflow 3's UI opens an experiment on its GenAI pages (overview, traces, sessions), where a flow's runs hide: every
+flow experiment is tagged as model development (EXPERIMENT_KIND), and `make ui` prints the URL of each flow's runs
+view under the UI's "Model training" switch (runs_view_urls). A stage that runs in this process gets MLflow's system metrics (CPU, memory, disk,
 network, and GPU where nvidia-ml-py finds one) on its run, sampled while it runs. The model-flow stage registers
 the flow's checkpoints in the Model Registry (register_model_versions).
 """
@@ -34,7 +34,12 @@ DEFAULT_URI = "sqlite:///.olmoflow/mlflow.db"
 TAG_FLOW_RUN = "olmoflow.flow_run"
 TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
-"""The experiment kind MLflow 3's UI reads: this one opens the experiment on its training runs, not GenAI traces."""
+"""The experiment kind MLflow 3 records for a model-training experiment (its UI's experiment-kind selector: "Machine
+learning"), as opposed to genai_development."""
+RUNS_VIEW_QUERY = "workflowType=machine_learning"
+"""MLflow 3.17's UI takes its GenAI / Model training switch from this query parameter, else from the browser's last
+choice (GenAI on a first visit), and with the switch shown it derives the experiment's kind from it, not from the
+tag: with it the runs view opens under "Model training" (runs, models, the model registry), not the GenAI pages."""
 SYSTEM_METRICS_INTERVAL_S = 10.0
 SYSTEM_METRICS_SAMPLES = 6
 """System metrics are sampled every 10 s and logged as the mean of 6 samples: one point a minute (MLflow's
@@ -319,7 +324,7 @@ def runs_view_urls(base: str = "http://127.0.0.1:5000", uri: str | None = None) 
             continue  # not a flow's experiment (MLflow's Default, a user's own)
         if TAG_EXPERIMENT_KIND not in exp.tags:
             client.set_experiment_tag(exp.experiment_id, TAG_EXPERIMENT_KIND, EXPERIMENT_KIND)
-        found.append((exp.name, f"{base.rstrip('/')}/#/experiments/{exp.experiment_id}/runs"))
+        found.append((exp.name, f"{base.rstrip('/')}/#/experiments/{exp.experiment_id}/runs?{RUNS_VIEW_QUERY}"))
     return found
 
 

@@ -39,8 +39,8 @@ def test_ui_urls_lead_to_each_flows_runs(uri, tmp_path):
     t.client.create_run(untagged, tags={"olmoflow.kind": "flow"})
     t.client.create_experiment("not-a-flow")
     urls = dict(runs_view_urls("http://127.0.0.1:5000/", uri))
-    assert urls["ui-flow"] == f"http://127.0.0.1:5000/#/experiments/{t.experiment_id}/runs"
-    assert urls["ui-old-flow"] == f"http://127.0.0.1:5000/#/experiments/{untagged}/runs"
+    assert urls["ui-flow"] == f"http://127.0.0.1:5000/#/experiments/{t.experiment_id}/runs?workflowType=machine_learning"
+    assert urls["ui-old-flow"] == f"http://127.0.0.1:5000/#/experiments/{untagged}/runs?workflowType=machine_learning"
     assert "not-a-flow" not in urls and "Default" not in urls
     assert t.client.get_experiment(untagged).tags[TAG_EXPERIMENT_KIND] == EXPERIMENT_KIND
     assert runs_view_urls(uri=f"sqlite:///{tmp_path}/none.db") == []
