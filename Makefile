@@ -37,9 +37,10 @@ $(STAMP): requirements.lock pyproject.toml scripts/install_torch.sh
 	$(BIN)/pip install -q --no-deps -e .
 	touch $@
 
-# What only the tests and benchmarks need: pytest, moto, transformers (the oracle), ruff.
+# What only the tests and benchmarks need: pytest, moto, transformers (the oracle), lm-eval (the reference
+# harness), ruff; --no-deps: the lock is their whole closure, so pip never resolves torch.
 $(TEST_STAMP): $(STAMP) requirements-test.lock
-	$(BIN)/pip install -q -r requirements-test.lock
+	$(BIN)/pip install -q --no-deps -r requirements-test.lock
 	touch $@
 
 data: $(STAMP)
