@@ -13,9 +13,9 @@ loaded already, replays it with its original times when the pipeline ends (Track
 
 MLflow 3's UI opens an experiment on its GenAI pages (overview, traces, sessions), where a flow's runs hide: every
 flow experiment is tagged as model development (EXPERIMENT_KIND), and `make ui` prints the URL of each flow's runs
-view under the UI's "Model training" switch (runs_view_urls). A stage that runs in this process gets MLflow's system metrics (CPU, memory, disk,
-network, and GPU where nvidia-ml-py finds one) on its run, sampled while it runs. The model-flow stage registers
-the flow's checkpoints in the Model Registry (register_model_versions).
+view under the UI's "Model training" switch (runs_view_urls). A stage that runs in this process gets MLflow's
+system metrics (CPU, memory, disk, network, and GPU where nvidia-ml-py finds one) on its run, sampled while it
+runs. The model-flow stage registers the flow's checkpoints in the Model Registry (register_model_versions).
 """
 
 from __future__ import annotations
