@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer
 
-from olmoflow.evals.lm import Progress, Request, document_requests, no_progress, score_requests
+from olmoflow.evals.lm import Progress, Request, document_requests, no_progress, score_groups
 
 FORMULA = "bpb = sum(token NLL in nats) / (ln 2 * UTF-8 bytes); loss = sum(NLL) / tokens"
 
@@ -78,8 +78,10 @@ def score_domain(model: torch.nn.Module, tokenizer: Tokenizer, docs: list[str], 
         requests += document_requests(ids, start_id, seq_len, overlap)
         n_tokens += len(ids)
         n_bytes += len(text.encode("utf-8"))
-    scored = score_requests(model, requests, batch_size=batch_size, max_len=seq_len, progress=progress, desc=desc)
-    return DomainScore(docs=len(docs), tokens=n_tokens, bytes=n_bytes, nats=-sum(s.logprob for s in scored))
+    # each window alone (nothing to share): short documents still share rows, and the LM head runs in chunks
+    scored = score_groups(model, [[r] for r in requests], batch_size=batch_size, max_len=seq_len,
+                          progress=progress, desc=desc)
+    return DomainScore(docs=len(docs), tokens=n_tokens, bytes=n_bytes, nats=-sum(s[0].logprob for s in scored))
 
 
 def pooled(scores: dict[str, DomainScore]) -> DomainScore:
