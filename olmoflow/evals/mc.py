@@ -1,8 +1,9 @@
-"""Multiple choice as ranked classification ("rc", OLMES's cloze format): score each choice's log-likelihood
-as a continuation of the question and pick the best one under several normalisations.
+"""Multiple choice by log-likelihood ranking: score each choice's (context, continuation) strings and pick the
+best one under OLMES's normalisations. mc_tasks.py builds each task's strings in the cloze ("rc") and lettered
+("mc") formats; score_items here is ARC's cloze format, the eval stage's original entry point.
 
-Prompt: "Question: {question}\\nAnswer:" and continuation " {choice}"; the unconditioned prompt is "Answer:".
-Per choice (as OLMES's MCAccuracy): sum_logits = log p(continuation | prompt) in nats; num_chars and num_bytes
+ARC rc: "Question: {question}\\nAnswer:" and continuation " {choice}"; the unconditioned prompt is "Answer:".
+Per choice (as OLMES's MCAccuracy): sum_logits = log p(continuation | context) in nats; num_chars and num_bytes
 count the continuation string, leading space included. Per item:
   acc_raw       argmax sum_logits
   acc_per_token argmax sum_logits / num_tokens

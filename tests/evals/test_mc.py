@@ -151,3 +151,16 @@ def test_every_arc_easy_prompt_reproduces_olmes_requests():
                   for q in map(json.loads, f)}
     assert len(rows) == 570 and len(theirs) == 4562  # 2281 choices, each with and without the question
     assert ours == theirs
+
+
+def test_without_unconditioned_scores_there_is_no_acc_uncond():
+    m = item_metrics([ChoiceScore(-1.0, 1, 2, 2), ChoiceScore(-2.0, 1, 2, 2)], gold=0)
+    assert "acc_uncond" not in m and "sum_logits_uncond" not in m and m["acc_raw"] == 1.0
+
+
+def test_a_contexts_trailing_space_moves_to_the_continuation_as_in_lm_eval(tokenizer, bigram):
+    """lm-eval's _encode_pair scores "Answer: " + "x" as "Answer:" + " x": the same tokens either way."""
+    eos = tokenizer.token_to_id("<|endoftext|>")
+    kw = {"start_id": eos, "seq_len": 64, "batch_size": 2}
+    spaced, plain = mc.score_choices(bigram, tokenizer, [[("Answer: ", "steam"), ("Answer:", " steam")]], **kw)[0]
+    assert spaced.sum_logits == pytest.approx(plain.sum_logits, abs=1e-6) and spaced.num_tokens == plain.num_tokens
