@@ -82,6 +82,42 @@ def _heldout(results: dict[str, Any]) -> dict[str, float] | None:
     return row | {"n": int(pooled.get("docs") or 0)}
 
 
+def _failure(task: dict[str, Any], metrics: dict[str, float]) -> str | None:
+    """Why a task has no score (its status, eval's error), or None when it scored."""
+    status = task.get("status", "ok")
+    if status == "ok" and metrics:
+        return None
+    return str(task.get("error") or ("no metrics recorded" if status == "ok" else f"status {status}"))
+
+
+def _add_task(out: dict[str, Any], stage: str, name: str, task: Any, chat: bool) -> dict[str, float] | None:
+    """Record one task of one stage's eval in `out` (its suite, primary metric, chance, failure, contamination);
+    its scores with "n", or None when it failed."""
+    if not isinstance(task, dict):
+        raise ModelFlowError(f"model-flow: stage {stage}: task {name}: entry is not a JSON object")
+    suite = out["suites"].setdefault(task.get("suite") or ("chat" if chat else "base"), {"stages": [], "tasks": []})
+    for key, value in ((suite["stages"], stage), (suite["tasks"], name), (out["tasks"], name)):
+        if value not in key:
+            key.append(value)
+    c = _contamination(task.get("contamination"))
+    if c is not None:
+        out["contamination"].setdefault(stage, {})[name] = c
+    metrics = {m: v for m, v in ((m, _number(v)) for m, v in (task.get("metrics") or {}).items()) if v is not None}
+    reason = _failure(task, metrics)
+    if reason is not None:
+        out["failed"].setdefault(stage, {})[name] = reason
+        if isinstance(task.get("primary"), str):  # the table's metric column, even if it never scored
+            out["primary"].setdefault(name, task["primary"])
+        return None
+    lower = [m for m in task.get("lower_is_better") or [] if m in metrics]
+    if out["primary"].get(name) not in metrics:  # a failed stage's guess gives way to a scored one
+        out["primary"][name] = task.get("primary") if task.get("primary") in metrics else next(iter(metrics))
+    out["lower_is_better"].setdefault(name, lower)
+    for m, v in _chance(task, metrics, lower).items():
+        out["chance"].setdefault(name, {}).setdefault(m, v)
+    return metrics | {"n": int(task.get("n") or 0)}
+
+
 def gather(per_stage: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """{stage: eval results.json} (in flow order) → the model-flow results (see the module's docstring)."""
     out: dict[str, Any] = {"stages": {}, "order": [], "tasks": [], "primary": {}, "lower_is_better": {},
@@ -89,40 +125,12 @@ def gather(per_stage: dict[str, dict[str, Any]]) -> dict[str, Any]:
     for stage, results in per_stage.items():
         if not isinstance(results, dict):
             raise ModelFlowError(f"model-flow: stage {stage}: eval results are not a JSON object")
-        scores: dict[str, dict[str, float]] = {}
-        failed: dict[str, str] = {}
-        contaminated: dict[str, dict[str, Any]] = {}
         chat = bool((results.get("chat_format") or {}).get("chat"))
+        scores = {}
         for name, task in (results.get("tasks") or {}).items():
-            if not isinstance(task, dict):
-                raise ModelFlowError(f"model-flow: stage {stage}: task {name}: entry is not a JSON object")
-            suite = task.get("suite") or ("chat" if chat else "base")
-            entry = out["suites"].setdefault(suite, {"stages": [], "tasks": []})
-            if stage not in entry["stages"]:
-                entry["stages"].append(stage)
-            if name not in entry["tasks"]:
-                entry["tasks"].append(name)
-            if name not in out["tasks"]:
-                out["tasks"].append(name)
-            c = _contamination(task.get("contamination"))
-            if c is not None:
-                contaminated[name] = c
-            metrics = {m: v for m, v in ((m, _number(v)) for m, v in (task.get("metrics") or {}).items())
-                       if v is not None}
-            if task.get("status", "ok") != "ok" or not metrics:
-                if isinstance(task.get("primary"), str):  # the table's metric column, even if it never scored
-                    out["primary"].setdefault(name, task["primary"])
-                failed[name] = str(task.get("error") or ("no metrics recorded" if task.get("status", "ok") == "ok"
-                                                        else f"status {task.get('status')}"))
-                continue
-            lower = [m for m in task.get("lower_is_better") or [] if m in metrics]
-            primary = task.get("primary") if task.get("primary") in metrics else next(iter(metrics))
-            if out["primary"].get(name) not in metrics:  # a failed stage's guess gives way to a scored one
-                out["primary"][name] = primary
-            out["lower_is_better"].setdefault(name, lower)
-            for m, v in _chance(task, metrics, lower).items():
-                out["chance"].setdefault(name, {}).setdefault(m, v)
-            scores[name] = metrics | {"n": int(task.get("n") or 0)}
+            score = _add_task(out, stage, name, task, chat)
+            if score is not None:
+                scores[name] = score
         heldout = _heldout(results)
         if heldout is not None:
             scores[HELDOUT] = heldout
@@ -130,10 +138,6 @@ def gather(per_stage: dict[str, dict[str, Any]]) -> dict[str, Any]:
             out["lower_is_better"][HELDOUT] = [m for m in heldout if m != "n"]
         out["order"].append(stage)
         out["stages"][stage] = scores
-        if failed:
-            out["failed"][stage] = failed
-        if contaminated:
-            out["contamination"][stage] = contaminated
         checkpoint = (results.get("model") or {}).get("checkpoint")
         if checkpoint:
             out["checkpoints"][stage] = checkpoint

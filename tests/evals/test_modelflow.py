@@ -76,10 +76,11 @@ def test_eval_results_without_the_per_task_fields():
     without metrics is failed, and contamination given as the list of item ids counts them."""
     g = gather({"dpo": results({
         "arc_easy": task({"acc": 0.5}, 0.25, "acc", contamination={"contaminated": ["a", "b"], "items": 8}),
-        "arithmetic": task({}, 0.0, "exact_match")}, bpb=1.5, chat=True)})
-    assert g["suites"] == {"chat": {"stages": ["dpo"], "tasks": ["arc_easy", "arithmetic"]}}
-    assert g["failed"] == {"dpo": {"arithmetic": "no metrics recorded"}}
-    assert g["primary"] == {"arc_easy": "acc", "arithmetic": "exact_match", "heldout": "val_bpb"}
+        "arithmetic": task({}, 0.0, "exact_match"),
+        "boolq": task({"acc": 0.6}, 0.5, "acc", status="failed")}, bpb=1.5, chat=True)})
+    assert g["suites"] == {"chat": {"stages": ["dpo"], "tasks": ["arc_easy", "arithmetic", "boolq"]}}
+    assert g["failed"] == {"dpo": {"arithmetic": "no metrics recorded", "boolq": "status failed"}}
+    assert g["primary"] == {"arc_easy": "acc", "arithmetic": "exact_match", "boolq": "acc", "heldout": "val_bpb"}
     assert "arithmetic" not in g["stages"]["dpo"] and "arithmetic" not in g["chance"]
     assert g["contamination"]["dpo"]["arc_easy"] == {"share": 0.25, "contaminated": 2, "items": 8, "flagged": True}
 
