@@ -15,7 +15,7 @@ LONG = {"id": "q1", "question": "Planets in the solar system are in constant mot
         "choices": ["gravity", "light"], "answer": 0}
 OTHER = {"id": "q2", "question": "A student mixes baking soda and vinegar in a cup and sees bubbles form quickly. "
          "What is the best explanation for what the student observes?", "choices": ["gas", "heat"], "answer": 0}
-SHORT = {"id": "s1", "question": "Name the largest planet!", "answer": "Jupiter"}
+SHORT = {"id": "s1", "question": "Which planet of the solar system is the largest one?", "answer": "Jupiter"}
 CODE = {"id": "HumanEval/0", "prompt": "def has_close_elements(numbers, threshold):\n    \"\"\" Check if in given list "
         "of numbers, are any two numbers closer to each other than given threshold.\n    \"\"\"\n",
         "test": "", "entry_point": "has_close_elements", "solution": "    return False\n"}
@@ -46,17 +46,18 @@ def test_a_planted_item_is_flagged_and_an_untouched_one_is_not():
 
 
 def test_short_items_need_their_whole_sequence_and_code_prompts_count():
-    assert scanned(["Trivia night. NAME THE LARGEST PLANET"])["gen"]["ids"] == ["s1"]
-    assert scanned(["name the largest moon of the planet"])["gen"]["ids"] == []
+    assert scanned(["Trivia night. WHICH PLANET OF THE SOLAR SYSTEM IS THE LARGEST ONE"])["gen"]["ids"] == ["s1"]
+    assert scanned(["which planet of the solar system is the largest"])["gen"]["ids"] == []  # 9 of its 10 words
     res = scanned([plant("# copied\n" + CODE["prompt"])])
     assert res["humaneval"]["ids"] == ["HumanEval/0"] and res["arc_easy"]["ids"] == []
 
 
-def test_numbers_and_operators_are_content_and_one_word_items_are_not_measured():
+def test_numbers_and_operators_are_content_and_short_items_without_numbers_are_not_measured():
     tasks = {"arithmetic": [{"id": "a", "question": "What is 48 + 37?", "answer": "85"},
                             {"id": "b", "question": "There are 45 rows of coins with 7 coins in every row. How many "
                              "coins are there?", "answer": "315"}],
-             "coqa": [{"id": "c", "question": "State?", "answer": "Ohio"}]}
+             "coqa": [{"id": "c", "question": "State?", "answer": "Ohio"},
+                      {"id": "d", "question": "Which of the following is true?", "answer": "the third"}]}
 
     def hits(text: str) -> dict:
         scan = OverlapScan(tasks)
@@ -70,9 +71,9 @@ def test_numbers_and_operators_are_content_and_one_word_items_are_not_measured()
     assert hits("There are 12 rows of coins with 7 coins in every row. How many coins are there?")["arithmetic"] == []
     assert hits("there are 45 rows of coins with 7 coins in every row, how many coins?")["arithmetic"] == ["b"]
     scan = OverlapScan(tasks)
-    scan.scan(["The state of the union."])
-    assert scan.result()["coqa"] == {"items": 1, "contaminated": 0, "share": 0.0, "ids": [], "ngram": 13,
-                                     "unmeasured": 1}
+    scan.scan(["The state of the union. Which of the following is true?"])
+    assert scan.result()["coqa"] == {"items": 2, "contaminated": 0, "share": 0.0, "ids": [], "ngram": 13,
+                                     "unmeasured": 2}
 
 
 def test_no_window_crosses_from_one_text_into_the_next():
@@ -107,3 +108,11 @@ def test_scan_of_a_few_megabytes_is_fast():
     took = time.time() - start
     assert scan.texts == len(texts) and sum(map(len, texts)) > 2_000_000
     assert took < 10, f"{took:.1f}s for {sum(map(len, texts)) / 1e6:.1f} MB"
+
+
+def test_an_ngram_two_items_share_flags_both():
+    shared = "the quick brown fox jumps over the lazy dog near the river bank today"
+    tasks = {"a": [{"id": "1", "question": "Why? " + shared}], "b": [{"id": "2", "question": shared + " and then?"}]}
+    scan = OverlapScan(tasks)
+    scan.scan(["Story: " + shared.upper()])
+    assert {t: r["ids"] for t, r in scan.result().items()} == {"a": ["1"], "b": ["2"]}
