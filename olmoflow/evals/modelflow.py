@@ -9,7 +9,7 @@
      "chance": {TASK: {METRIC: value}},                                # accuracy-like metrics only
      "suites": {SUITE: {"stages": [...], "tasks": [...]}},             # base / chat
      "failed": {STAGE: {TASK: reason}},
-     "contamination": {STAGE: {TASK: {"share", "contaminated", "items", "flagged"}}},
+     "contamination": {STAGE: {TASK: {"share", "contaminated", "items", "flagged", "clean"?}}},
      "checkpoints": {STAGE: checkpoint URI}}
 
 A failed task is not in "stages" (it has no score) but in "failed" with its reason; a stage that did not run is in
@@ -33,7 +33,7 @@ class ModelFlowError(ValueError):
     """An eval result that cannot be gathered; the message names the stage and task."""
 
 
-def _number(x: Any) -> float | None:
+def finite(x: Any) -> float | None:
     """A finite float, or None for what is not a score (a string, None, NaN)."""
     if isinstance(x, bool) or not isinstance(x, (int, float)):
         return None
@@ -45,17 +45,22 @@ def _count(x: Any) -> int | None:
     """Contaminated items as a count: eval may give the number or the list of item ids."""
     if isinstance(x, (list, tuple)):
         return len(x)
-    n = _number(x)
+    n = finite(x)
     return None if n is None else int(n)
 
 
 def _contamination(c: Any) -> dict[str, Any] | None:
-    if not isinstance(c, dict):
+    """Eval's contamination of a task's items, or None where it was not checked (no curate record of it). The
+    score on the clean items alone, when eval gives it, is kept beside."""
+    if not isinstance(c, dict) or c.get("checked") is False:
         return None
-    share, hit, items = _number(c.get("share")), _count(c.get("contaminated")), _count(c.get("items"))
+    share, hit, items = finite(c.get("share")), _count(c.get("contaminated")), _count(c.get("items"))
     if share is None and hit is not None and items:
         share = hit / items
-    return {"share": share, "contaminated": hit, "items": items, "flagged": bool((hit or 0) > 0 or (share or 0) > 0)}
+    flagged = c.get("flagged")
+    flagged = bool(flagged) if isinstance(flagged, bool) else bool((hit or 0) > 0 or (share or 0) > 0)
+    out = {"share": share, "contaminated": hit, "items": items, "flagged": flagged}
+    return out | ({"clean": c["clean"]} if isinstance(c.get("clean"), dict) else {})
 
 
 def _chance(task: dict[str, Any], metrics: dict[str, float], lower: list[str]) -> dict[str, float]:
@@ -64,8 +69,8 @@ def _chance(task: dict[str, Any], metrics: dict[str, float], lower: list[str]) -
     bits-per-byte or a loss."""
     given = task.get("chance")
     if isinstance(given, dict):
-        return {m: v for m, v in ((m, _number(given.get(m))) for m in metrics) if v is not None}
-    value = _number(given)
+        return {m: v for m, v in ((m, finite(given.get(m))) for m in metrics) if v is not None}
+    value = finite(given)
     return {} if value is None else {m: value for m in metrics if m not in lower}
 
 
@@ -74,8 +79,8 @@ def _heldout(results: dict[str, Any]) -> dict[str, float] | None:
     if not isinstance(lm, dict) or not isinstance(lm.get("all"), dict):
         return None
     pooled = lm["all"]
-    row = {"val_bpb": _number(pooled.get("bpb")), "val_loss": _number(pooled.get("loss_per_token")),
-           "val_bpb_macro": _number(lm.get("macro_bpb"))}
+    row = {"val_bpb": finite(pooled.get("bpb")), "val_loss": finite(pooled.get("loss_per_token")),
+           "val_bpb_macro": finite(lm.get("macro_bpb"))}
     row = {k: v for k, v in row.items() if v is not None}
     if "val_bpb" not in row:
         return None
@@ -90,19 +95,19 @@ def _failure(task: dict[str, Any], metrics: dict[str, float]) -> str | None:
     return str(task.get("error") or ("no metrics recorded" if status == "ok" else f"status {status}"))
 
 
-def _add_task(out: dict[str, Any], stage: str, name: str, task: Any, chat: bool) -> dict[str, float] | None:
-    """Record one task of one stage's eval in `out` (its suite, primary metric, chance, failure, contamination);
-    its scores with "n", or None when it failed."""
+def _add_task(out: dict[str, Any], stage: str, name: str, task: Any, suite: str) -> dict[str, float] | None:
+    """Record one task of one stage's eval in `out` (its suite, else the stage's; primary metric, chance, failure,
+    contamination); its scores with "n", or None when it failed."""
     if not isinstance(task, dict):
         raise ModelFlowError(f"model-flow: stage {stage}: task {name}: entry is not a JSON object")
-    suite = out["suites"].setdefault(task.get("suite") or ("chat" if chat else "base"), {"stages": [], "tasks": []})
+    suite = out["suites"].setdefault(task.get("suite") or suite, {"stages": [], "tasks": []})
     for key, value in ((suite["stages"], stage), (suite["tasks"], name), (out["tasks"], name)):
         if value not in key:
             key.append(value)
     c = _contamination(task.get("contamination"))
     if c is not None:
         out["contamination"].setdefault(stage, {})[name] = c
-    metrics = {m: v for m, v in ((m, _number(v)) for m, v in (task.get("metrics") or {}).items()) if v is not None}
+    metrics = {m: v for m, v in ((m, finite(v)) for m, v in (task.get("metrics") or {}).items()) if v is not None}
     reason = _failure(task, metrics)
     if reason is not None:
         out["failed"].setdefault(stage, {})[name] = reason
@@ -125,10 +130,10 @@ def gather(per_stage: dict[str, dict[str, Any]]) -> dict[str, Any]:
     for stage, results in per_stage.items():
         if not isinstance(results, dict):
             raise ModelFlowError(f"model-flow: stage {stage}: eval results are not a JSON object")
-        chat = bool((results.get("chat_format") or {}).get("chat"))
+        suite = results.get("suite") or ("chat" if (results.get("chat_format") or {}).get("chat") else "base")
         scores = {}
         for name, task in (results.get("tasks") or {}).items():
-            score = _add_task(out, stage, name, task, chat)
+            score = _add_task(out, stage, name, task, suite)
             if score is not None:
                 scores[name] = score
         heldout = _heldout(results)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from olmoflow.contract.report import pyplot, save_figure
-from olmoflow.evals.modelflow import HELDOUT
+from olmoflow.evals.modelflow import HELDOUT, finite
 
 COLUMNS = 4
 """Task panels per row in a suite's plot."""
@@ -110,7 +110,13 @@ def _cell(gathered: dict[str, Any], stage: str, task: str, suite_stages: list[st
         return f'<td title="{title}">{text}</td>'
     share = "?" if c["share"] is None else f"{100 * c['share']:.1f}%"
     title += f"; {share} of the items overlap the training data"
-    return f'<td class="flag" title="{html.escape(title)}">{text} ⚠ {share}</td>'
+    clean = finite(c.get("clean", {}).get(metric))
+    if clean is not None:
+        title += f"; on the {c['clean'].get('n', '?')} clean items alone: {clean:.4f}"
+        text += f" ⚠ {share} (clean {clean:.4f})"
+    else:
+        text += f" ⚠ {share}"
+    return f'<td class="flag" title="{html.escape(title)}">{text}</td>'
 
 
 def _table(gathered: dict[str, Any]) -> list[str]:

@@ -35,7 +35,9 @@ def per_stage():
     return {
         "pretrain": results({
             "arc_easy": task({"acc_per_char": 0.30, "acc_raw": 0.28, "bpb": 1.9}, 0.25, suite="base", **arc,
-                             status="ok", contamination={"share": 0.1, "contaminated": 4, "items": 40}),
+                             status="ok", contamination={"checked": True, "share": 0.1, "contaminated": 4,
+                                                         "items": 40, "flagged": True,
+                                                         "clean": {"n": 36, "acc_per_char": 0.25}}),
             "gsm8k": task({}, 0.0, "exact_match", suite="base", status="failed",
                           error="eval/gsm8k.jsonl line 3: missing field 'answer'"),
         }, bpb=2.5),
@@ -43,7 +45,8 @@ def per_stage():
         "sft": results({
             "arc_easy": task({"acc_per_char": 0.45, "acc_raw": 0.40, "bpb": 1.2}, 0.25, suite="chat", **arc,
                              status="ok", contamination={"share": 0.0, "contaminated": 0, "items": 40}),
-            "gsm8k": task({"exact_match": 0.05}, 0.0, "exact_match", n=30, suite="chat", status="ok"),
+            "gsm8k": task({"exact_match": 0.05}, 0.0, "exact_match", n=30, suite="chat", status="ok",
+                          contamination={"checked": False}),
         }, bpb=2.1, chat=True),
     }
 
@@ -65,8 +68,9 @@ def test_gather_shape(per_stage):
     assert g["suites"] == {"base": {"stages": ["pretrain"], "tasks": ["arc_easy", "gsm8k"]},
                            "chat": {"stages": ["sft"], "tasks": ["arc_easy", "gsm8k"]}}
     assert g["contamination"]["pretrain"]["arc_easy"] == {"share": 0.1, "contaminated": 4, "items": 40,
-                                                          "flagged": True}
+                                                          "flagged": True, "clean": {"n": 36, "acc_per_char": 0.25}}
     assert g["contamination"]["sft"]["arc_easy"]["flagged"] is False
+    assert "gsm8k" not in g["contamination"]["sft"]  # not checked: no entry
     assert g["checkpoints"] == {"pretrain": "/store/ckpt-2.5", "sft": "/store/ckpt-2.1"}
     json.dumps(g)  # results.json
 
@@ -82,6 +86,9 @@ def test_eval_results_without_the_per_task_fields():
     assert g["failed"] == {"dpo": {"arithmetic": "no metrics recorded", "boolq": "status failed"}}
     assert g["primary"] == {"arc_easy": "acc", "arithmetic": "exact_match", "boolq": "acc", "heldout": "val_bpb"}
     assert "arithmetic" not in g["stages"]["dpo"] and "arithmetic" not in g["chance"]
+    # the stage's suite when its tasks do not name one (eval writes it beside the tasks)
+    g = gather({"sft": {"suite": "chat", "tasks": {"boolq": task({"acc": 0.6}, 0.5, "acc")}}})
+    assert g["suites"] == {"chat": {"stages": ["sft"], "tasks": ["boolq"]}} and g["tasks"] == ["boolq"]
     assert g["contamination"]["dpo"]["arc_easy"] == {"share": 0.25, "contaminated": 2, "items": 8, "flagged": True}
 
 
@@ -119,7 +126,8 @@ def test_report_html_is_self_contained_and_complete(per_stage, tmp_path, monkeyp
     for name in ["pretrain", "sft", "arc_easy", "gsm8k", "heldout"]:
         assert f">{name}<" in page
     assert "failed: eval/gsm8k.jsonl line 3: missing field &#x27;answer&#x27;" in page
-    assert "0.3000 ⚠ 10.0%" in page and "0.4500</td>" in page  # the contaminated score flagged, the clean not
+    # the contaminated score flagged with the clean items' score beside it, the clean one not
+    assert "0.3000 ⚠ 10.0% (clean 0.2500)" in page and "0.4500</td>" in page
     # each task's chance is a dashed horizontal line at its value in its suite's panel
     base = dict(figures["suite_base.png"])
     assert ((0.25, 0.25), "--") in base["arc_easy (acc_per_char)"]
