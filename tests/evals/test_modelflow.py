@@ -87,8 +87,8 @@ def test_eval_results_without_the_per_task_fields():
     assert g["primary"] == {"arc_easy": "acc", "arithmetic": "exact_match", "boolq": "acc", "heldout": "val_bpb"}
     assert "arithmetic" not in g["stages"]["dpo"] and "arithmetic" not in g["chance"]
     # the stage's suite when its tasks do not name one (eval writes it beside the tasks)
-    g = gather({"sft": {"suite": "chat", "tasks": {"boolq": task({"acc": 0.6}, 0.5, "acc")}}})
-    assert g["suites"] == {"chat": {"stages": ["sft"], "tasks": ["boolq"]}} and g["tasks"] == ["boolq"]
+    sft = gather({"sft": {"suite": "chat", "tasks": {"boolq": task({"acc": 0.6}, 0.5, "acc")}}})
+    assert sft["suites"] == {"chat": {"stages": ["sft"], "tasks": ["boolq"]}} and sft["tasks"] == ["boolq"]
     assert g["contamination"]["dpo"]["arc_easy"] == {"share": 0.25, "contaminated": 2, "items": 8, "flagged": True}
 
 
