@@ -23,8 +23,8 @@ def test_cluster_presets_have_the_published_architecture():
 
 
 def test_override_parses_values():
-    cfg = load_config("smoke", ["pretrain.lr=0.01", "long-context.average_last=2", "eval.tasks=[arc_easy]"])
-    assert cfg.pretrain.lr == 0.01 and cfg.long_context.average_last == 2 and cfg.eval.tasks == ["arc_easy"]
+    cfg = load_config("smoke", ["pretrain.lr=0.01", "long-context.average_last=2", "eval.base_tasks=[arc_easy]"])
+    assert cfg.pretrain.lr == 0.01 and cfg.long_context.average_last == 2 and cfg.eval.base_tasks == ["arc_easy"]
 
 
 @pytest.mark.parametrize("override,expected", [

@@ -11,7 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from olmoflow.registry import STAGES
+from olmoflow.flow.plan import Plan
+from olmoflow.registry import CHECKPOINT_STAGES, STAGES
+
+STEPS = Plan().ordered()
+"""Every step of a full run: the stages, with eval once per checkpoint stage (eval-pretrain ... eval-rlvr)."""
 
 REPO = Path(__file__).resolve().parents[2]
 SOURCES = REPO / ".olmoflow" / "sources"
@@ -58,20 +62,42 @@ def artifact(cwd: Path, stage: str) -> Path:
 
 def test_full_flow_runs_every_stage(flow):
     cwd, first = flow
-    assert statuses(cwd) == {s: "ran" for s in STAGES}
+    assert statuses(cwd) == {s: "ran" for s in STEPS}
     for stage in STAGES:
+        if stage == "eval":
+            continue
         manifest = json.loads((artifact(cwd, stage) / "manifest.json").read_text())
         assert manifest["stage"] == stage and manifest["files"]
-    for stage in STAGES:  # the summary table names every stage
-        assert f"\n{stage} " in first.stdout
+    evals = [json.loads((p / "manifest.json").read_text()) for p in (cwd / "store" / "smoke" / "eval").iterdir()
+             if (p / "manifest.json").exists()]
+    assert sorted(m["step"] for m in evals) == sorted(f"eval-{s}" for s in CHECKPOINT_STAGES)
+    for step in STEPS:  # the summary table names every step
+        assert f"\n{step} " in first.stdout
     assert "make ui" in first.stdout
+
+
+def test_every_stage_is_evaluated_and_gathered(flow):
+    """The model-flow report holds every checkpoint stage's scores, base suite for the base stages and chat suite
+    for the post-trained ones, and the Model Registry has a version per stage behind its alias."""
+    cwd, _ = flow
+    report = artifact(cwd, "model-flow")
+    res = json.loads((report / "results.json").read_text())
+    assert list(res["stages"]) == list(CHECKPOINT_STAGES)
+    assert "hellaswag" in res["stages"]["pretrain"] and "ifbench" in res["stages"]["sft"]
+    assert res["stages"]["pretrain"]["arc_easy"]["n"] == 4  # smoke's eval.limit
+    html = (report / "report.html").read_text()
+    assert "rlvr" in html and "http://" not in html and "https://" not in html
+    from mlflow import MlflowClient
+    client = MlflowClient(f"sqlite:///{cwd}/mlflow.db")
+    versions = {s: client.get_model_version_by_alias("smoke", s).version for s in CHECKPOINT_STAGES}
+    assert sorted(int(v) for v in versions.values()) == list(range(1, 7))
 
 
 def test_rerun_is_all_cached(flow):
     cwd, _ = flow
     again = olmoflow(cwd, "run")
     assert again.returncode == 0, again.stderr[-3000:]
-    assert statuses(cwd) == {s: "cached" for s in STAGES}
+    assert statuses(cwd) == {s: "cached" for s in STEPS}
 
 
 def test_from_sft_with_init_runs_only_the_rest(flow):
@@ -82,7 +108,8 @@ def test_from_sft_with_init_runs_only_the_rest(flow):
     got = statuses(cwd)
     assert got["curate"] == "cached"
     assert [got[s] for s in ("pretrain", "midtrain", "long-context")] == ["skipped"] * 3
-    assert [got[s] for s in ("sft", "dpo", "rlvr", "eval")] == ["ran"] * 4
+    assert [got[s] for s in ("sft", "dpo", "rlvr", "eval-sft", "eval-dpo", "eval-rlvr")] == ["ran"] * 6
+    assert got["eval-pretrain"] == "skipped" and got["model-flow"] == "ran"
 
 
 def test_to_pretrain_stops_there(flow):
@@ -91,7 +118,7 @@ def test_to_pretrain_stops_there(flow):
     assert res.returncode == 0, res.stderr[-3000:]
     got = statuses(cwd)
     assert got["curate"] == got["pretrain"] == "cached"
-    assert all(got[s] == "skipped" for s in STAGES[2:])
+    assert all(got[s] == "skipped" for s in STEPS if s not in ("curate", "pretrain"))
 
 
 def test_bad_init_and_bad_stage(flow):

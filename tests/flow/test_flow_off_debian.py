@@ -45,7 +45,7 @@ def test_smoke_flow_without_apt_get(tmp_path):
                           f"curate.sources_dir={sources}", "--set", f"flow.store={tmp_path}/store"],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    for stage in ("curate", "pretrain", "sft", "dpo", "rlvr", "eval"):
+    for stage in ("curate", "pretrain", "sft", "dpo", "rlvr", "eval-pretrain", "eval-rlvr", "model-flow"):
         assert f"\n{stage} " in run.stdout
     (curated,) = [p for p in (tmp_path / "store" / "smoke" / "curate").iterdir() if (p / "manifest.json").exists()]
     stats = json.loads((curated / "stats.json").read_text())
@@ -53,5 +53,6 @@ def test_smoke_flow_without_apt_get(tmp_path):
     assert stats["absent"]["mix_domains"] == {"pretrain": ["prose"], "midtrain": ["prose"]}
     assert "prose" not in stats["mixes"]["pretrain"] and stats["train_tokens"] > 50_000
     assert "## Absent optional sources" in (curated / "report.md").read_text()
-    (evaluated,) = [p for p in (tmp_path / "store" / "smoke" / "eval").iterdir() if (p / "manifest.json").exists()]
-    assert json.loads((evaluated / "manifest.json").read_text())["metrics"]
+    (gathered,) = [p for p in (tmp_path / "store" / "smoke" / "model-flow").iterdir()
+                   if (p / "manifest.json").exists()]
+    assert len(json.loads((gathered / "results.json").read_text())["stages"]) == 6
