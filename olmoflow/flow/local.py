@@ -176,5 +176,7 @@ def print_summary(tracker, wall: float) -> None:
     for r in rows:
         print("  ".join(r[c].ljust(widths[c]) for c in cols))
     print(f"\nflow run {tracker.flow_run} finished in {wall:.0f}s")
-    print(f"MLflow: `make ui`, then open http://127.0.0.1:5000 (experiment {tracker.flow!r}; tracking URI "
-          f"{tracker.uri})")
+    from olmoflow.tracking import runs_view_urls
+    url = dict(runs_view_urls(uri=tracker.uri)).get(tracker.flow, "http://127.0.0.1:5000")
+    print(f"MLflow: `make ui`, then open {url} (experiment {tracker.flow!r}; tracking URI {tracker.uri}); the "
+          f"model-flow report (report.html) is on the flow's parent run")
