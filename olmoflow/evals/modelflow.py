@@ -19,6 +19,7 @@ none of them. modelflow_html.py draws the page and plots from this dict alone.
 from __future__ import annotations
 
 import math
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -63,15 +64,19 @@ def _contamination(c: Any) -> dict[str, Any] | None:
     return out | ({"clean": c["clean"]} if isinstance(c.get("clean"), dict) else {})
 
 
+RATE = re.compile(r"^(acc|exact_match|pass_at|f1|em)(_|$)|_acc$")
+"""Metrics that are a share of items right (acc_*, exact_match*, pass_at_1, f1, *_level_*_acc): the ones a
+guessing model has a chance level of; not bits-per-byte, a log-likelihood, or a share of unverified items."""
+
+
 def _chance(task: dict[str, Any], metrics: dict[str, float], lower: list[str]) -> dict[str, float]:
-    """Chance per metric: eval gives one number for the task (uniform guessing of its accuracy), or a dict per
-    metric. One number applies to the metrics where higher is better (accuracies, exact match, pass@1), never to
-    bits-per-byte or a loss."""
+    """Chance per metric: eval gives one number for the task (uniform guessing's accuracy), or a dict per metric.
+    One number applies to the rate metrics (RATE) where higher is better."""
     given = task.get("chance")
     if isinstance(given, dict):
         return {m: v for m, v in ((m, finite(given.get(m))) for m in metrics) if v is not None}
     value = finite(given)
-    return {} if value is None else {m: value for m in metrics if m not in lower}
+    return {} if value is None else {m: value for m in metrics if m not in lower and RATE.search(m)}
 
 
 def _heldout(results: dict[str, Any]) -> dict[str, float] | None:

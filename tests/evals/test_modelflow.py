@@ -65,6 +65,13 @@ def test_gather_shape(per_stage):
     assert g["primary"] == {"arc_easy": "acc_per_char", "gsm8k": "exact_match", "heldout": "val_bpb"}
     # chance is a guess's accuracy: not drawn for bits-per-byte
     assert g["chance"] == {"arc_easy": {"acc_per_char": 0.25, "acc_raw": 0.25}, "gsm8k": {"exact_match": 0.0}}
+    # the metric names eval's catalog writes: a chance level for the rates only
+    rates = gather({"sft": results({"ifbench": task(dict.fromkeys(
+        ["prompt_level_strict_acc", "inst_level_loose_acc", "unverified_share", "logits_per_char_corr",
+         "bits_per_byte_corr", "pass_at_1", "f1", "exact_match_flex", "acc_uncond"], 0.5), 0.1,
+        "prompt_level_strict_acc", lower=("unverified_share", "bits_per_byte_corr"))}, bpb=1.0)})
+    assert set(rates["chance"]["ifbench"]) == {"prompt_level_strict_acc", "inst_level_loose_acc", "pass_at_1", "f1",
+                                               "exact_match_flex", "acc_uncond"}
     assert g["suites"] == {"base": {"stages": ["pretrain"], "tasks": ["arc_easy", "gsm8k"]},
                            "chat": {"stages": ["sft"], "tasks": ["arc_easy", "gsm8k"]}}
     assert g["contamination"]["pretrain"]["arc_easy"] == {"share": 0.1, "contaminated": 4, "items": 40,
