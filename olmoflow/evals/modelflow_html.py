@@ -75,7 +75,6 @@ def plot_suite(path: Path, gathered: dict[str, Any], suite: str) -> Path | None:
         ax.legend(fontsize=6, loc="best")
     for ax in list(axes.flat)[len(tasks):]:
         ax.set_visible(False)
-    fig.suptitle(f"{suite} suite: primary metric per stage (dashed: chance)", fontsize=11)
     return save_figure(fig, path, dpi=90)
 
 
@@ -176,7 +175,7 @@ def write_report(out: Path, gathered: dict[str, Any], title: str = "Model flow")
     for suite in gathered["suites"]:
         png = plot_suite(out / "plots" / f"suite_{suite}.png", gathered, suite)
         if png is not None:
-            plots[f"{suite} suite across stages"] = png
+            plots[f"{suite} suite: each task's primary metric across its stages (dashed: chance)"] = png
     png = plot_heldout(out / "plots" / "heldout_bpb.png", gathered)
     if png is not None:
         plots["held-out bits-per-byte across stages"] = png
