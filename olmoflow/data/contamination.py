@@ -2,8 +2,8 @@
 
 Overlap, as measured here: an item is contaminated when one of its n-grams (n = curate.eval.overlap_ngram, 13 by
 default, as GPT-3's and Llama's contamination studies count them) occurs in a training text curate kept; an item
-shorter than n words needs its whole sequence, and one shorter than MIN_WORDS words only if it holds a number
-("What is 48 + 37?"): "Which of the following is true?" or CoQA's "What is it?" occur in any text, so such an item
+shorter than n words needs its whole sequence, and one shorter than MIN_WORDS (5) words only if it holds a number
+("What is 48 + 37?"): CoQA's "What is it called?" or PIQA's "How to Meditate" occur in any text, so such an item
 is counted clean and `unmeasured` says how many a task has.
 Words are lowercase alphanumeric runs, plus each of + - * / = < > ^ % $ \\ # & | ~ _ @ as a word of its own
 (in "What is 48 + 37?" the operator is the content), so case, spacing and punctuation never matter. Numbers are
@@ -38,7 +38,7 @@ import numpy as np
 from olmoflow.data.decon import _known_run, _window_hashes
 
 _WORD = re.compile(r"[a-z0-9]+|[-+*/=<>^%$\\#&|~_@]")
-MIN_WORDS = 8
+MIN_WORDS = 5
 """Items with fewer words and no number are not measured (they occur anywhere)."""
 _BLOOM_BITS = 24
 

@@ -57,7 +57,7 @@ def test_numbers_and_operators_are_content_and_short_items_without_numbers_are_n
                             {"id": "b", "question": "There are 45 rows of coins with 7 coins in every row. How many "
                              "coins are there?", "answer": "315"}],
              "coqa": [{"id": "c", "question": "State?", "answer": "Ohio"},
-                      {"id": "d", "question": "Which of the following is true?", "answer": "the third"}]}
+                      {"id": "d", "question": "What is it called?", "answer": "a lathe"}]}
 
     def hits(text: str) -> dict:
         scan = OverlapScan(tasks)
@@ -71,7 +71,7 @@ def test_numbers_and_operators_are_content_and_short_items_without_numbers_are_n
     assert hits("There are 12 rows of coins with 7 coins in every row. How many coins are there?")["arithmetic"] == []
     assert hits("there are 45 rows of coins with 7 coins in every row, how many coins?")["arithmetic"] == ["b"]
     scan = OverlapScan(tasks)
-    scan.scan(["The state of the union. Which of the following is true?"])
+    scan.scan(["The state of the union. What is it called? Nobody knows."])
     assert scan.result()["coqa"] == {"items": 2, "contaminated": 0, "share": 0.0, "ids": [], "ngram": 13,
                                      "unmeasured": 2}
 
