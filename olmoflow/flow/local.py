@@ -156,6 +156,7 @@ def run_flow(cfg: FlowConfig, start: str = "curate", stop: str = LAST, init: str
         except Exception as e:
             error = e
         tracker.replay(spool)
+    _report_on_parent(tracker, parent)
     tracker.end_flow("FAILED" if error else "FINISHED")
     print_summary(tracker, time.time() - started)
     if error:
@@ -163,6 +164,18 @@ def run_flow(cfg: FlowConfig, start: str = "curate", stop: str = LAST, init: str
               file=sys.stderr)
         return 1
     return 0
+
+
+def _report_on_parent(tracker, parent: str) -> None:
+    """A cached model-flow stage logs nothing: give this flow run's parent the stored report.html all the same, so
+    every flow run opens on its model-flow report."""
+    from olmoflow.storage import is_remote
+    for run in tracker.stage_runs():
+        tags = run.data.tags
+        uri = tags.get("olmoflow.artifact_uri", "")
+        if tags.get("olmoflow.stage") == LAST and tags.get("olmoflow.status") == "cached" and uri \
+                and not is_remote(uri) and (report := Path(uri.removeprefix("file://")) / "report.html").is_file():
+            tracker.log_artifact(parent, report, "model-flow")
 
 
 def print_summary(tracker, wall: float) -> None:

@@ -98,6 +98,13 @@ def test_rerun_is_all_cached(flow):
     again = olmoflow(cwd, "run")
     assert again.returncode == 0, again.stderr[-3000:]
     assert statuses(cwd) == {s: "cached" for s in STEPS}
+    # the cached run's parent run still opens on the model-flow report
+    from mlflow import MlflowClient
+    client = MlflowClient(f"sqlite:///{cwd}/mlflow.db")
+    exp = client.get_experiment_by_name("smoke")
+    parent = client.search_runs([exp.experiment_id], "tags.`olmoflow.kind` = 'flow'",
+                                order_by=["attributes.start_time DESC"], max_results=1)[0]
+    assert [f.path for f in client.list_artifacts(parent.info.run_id, "model-flow")] == ["model-flow/report.html"]
 
 
 def test_from_sft_with_init_runs_only_the_rest(flow):
