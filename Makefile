@@ -60,11 +60,7 @@ test-fast: $(TEST_STAMP)
 
 bench: data $(TEST_STAMP)
 	$(BIN)/pip install -q --no-deps -r requirements-bench.txt
-	$(BIN)/python bench/train_step.py
-	$(BIN)/python bench/dedup.py
-	$(BIN)/python bench/post_logprobs.py
-	$(BIN)/python bench/cached_rerun.py
-	$(BIN)/python bench/trace.py
+	$(BIN)/python bench/report.py $(BENCH_ARGS)  # every bench, then bench/RESULTS.md; BENCH_ARGS=--quick
 
 compile: $(STAMP)
 	$(BIN)/olmoflow compile
