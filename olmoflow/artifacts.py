@@ -4,6 +4,9 @@
   and config → same path → the stage is skipped; one changed knob re-runs that stage and everything after it.
 - A folder without manifest.json is partial and never read; a complete one is never overwritten.
 - Every file's sha256 is in the manifest and is checked when the artifact is opened.
+- A store may be written by someone else, so a manifest is data to check, not to trust: its stage, fingerprint and
+  kind must each be one safe path segment and every `files` key a relative path inside the artifact, before any of
+  them reaches a path join, a download or an rmtree.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -23,6 +27,9 @@ from olmoflow.storage import StorageError, is_remote, join, storage_for
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 KINDS = ("dataset", "checkpoint", "report")
+SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+"""A flow, stage, fingerprint or kind: one folder name, never '.', '..' or a path."""
+SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class ArtifactError(RuntimeError):
@@ -53,9 +60,55 @@ def file_table(root: Path) -> dict[str, dict[str, Any]]:
     return table
 
 
-def verify_files(root: Path, files: dict[str, dict[str, Any]], uri: str) -> None:
+def check_segment(value: Any, what: str, where: str) -> str:
+    """`value` if it is one safe folder name, else an ArtifactError naming `what` and `where`."""
+    if not isinstance(value, str) or not SEGMENT.fullmatch(value):
+        raise ArtifactError(f"{where}: {what} {value!r} is not a plain name (letters, digits, '_', '-', '.'); "
+                            f"refusing it")
+    return value
+
+
+def check_relpath(key: Any, where: str) -> str:
+    """`key` if it is a relative path that stays inside the folder it is read under: no absolute path, no empty,
+    '.' or '..' segment, no backslash or control character (which other tools may take for separators)."""
+    parts = key.split("/") if isinstance(key, str) else [""]
+    if any(p in ("", ".", "..") for p in parts) or any(c == "\\" or ord(c) < 32 for c in key):
+        raise ArtifactError(f"{where}: file {key!r} is not a relative path inside the artifact; refusing it")
+    return key
+
+
+def check_manifest(manifest: Any, uri: str) -> dict[str, Any]:
+    """The manifest if its fields have the types and forms the readers rely on, else one ArtifactError naming
+    the artifact and the field (or file) at fault."""
+    where = f"{uri}: {MANIFEST}"
+    if not isinstance(manifest, dict):
+        raise ArtifactError(f"{uri}: corrupt {MANIFEST} (not a JSON object)")
+    missing = [k for k in ("stage", "kind", "fingerprint", "files") if k not in manifest]
+    if missing:
+        raise ArtifactError(f"{uri}: corrupt {MANIFEST} (missing {', '.join(missing)})")
+    for key in ("stage", "kind", "fingerprint"):
+        check_segment(manifest[key], key, where)
+    files = manifest["files"]
+    if not isinstance(files, dict):
+        raise ArtifactError(f"{where}: files is not a JSON object")
     for rel, meta in files.items():
-        p = root / rel
+        check_relpath(rel, where)
+        if not (isinstance(meta, dict) and type(meta.get("size")) is int and meta["size"] >= 0
+                and isinstance(meta.get("sha256"), str) and SHA256.fullmatch(meta["sha256"])):
+            raise ArtifactError(f"{where}: file {rel!r} has no valid size and sha256")
+    for key in ("inputs", "config", "metrics"):
+        if not isinstance(manifest.get(key, {}), dict):
+            raise ArtifactError(f"{where}: {key} is not a JSON object")
+    return manifest
+
+
+def verify_files(root: Path, files: dict[str, dict[str, Any]], uri: str) -> None:
+    inside = root.resolve()
+    for rel, meta in files.items():
+        p = root / check_relpath(rel, f"{uri}: {MANIFEST}")
+        if not p.resolve().is_relative_to(inside):  # a planted symlink in a local store
+            raise ArtifactError(f"{uri}: file {rel} leads outside the artifact (a link to {p.resolve()}); "
+                                f"refusing it")
         if not p.is_file():
             raise ArtifactError(f"{uri}: file {rel} listed in the manifest is missing")
         if p.stat().st_size != meta["size"] or sha256_file(p) != meta["sha256"]:
@@ -93,12 +146,11 @@ def read_manifest(uri: str, kind: str | None = None) -> dict[str, Any]:
             raise
         raise ArtifactError(f"{uri}: not a complete artifact (no {MANIFEST})") from None
     try:
-        manifest = json.loads(raw)
+        manifest = check_manifest(json.loads(raw), uri)
     except json.JSONDecodeError as e:
         raise ArtifactError(f"{uri}: corrupt {MANIFEST} ({e.msg} at line {e.lineno})") from None
-    missing = [k for k in ("stage", "kind", "fingerprint", "files") if k not in manifest]
-    if missing:
-        raise ArtifactError(f"{uri}: corrupt {MANIFEST} (missing {', '.join(missing)})")
+    except (UnicodeDecodeError, RecursionError):
+        raise ArtifactError(f"{uri}: corrupt {MANIFEST} (not UTF-8 JSON)") from None
     if kind is not None and manifest["kind"] != kind:
         raise ArtifactError(f"{uri}: is a {manifest['kind']} artifact (from stage {manifest['stage']}), "
                             f"expected a {kind}")
@@ -115,13 +167,15 @@ def open_artifact(uri: str, kind: str | None = None, cache_dir: str | Path = ".o
         return Artifact(uri, manifest, path)
     path = Path(cache_dir) / "artifacts" / manifest["stage"] / manifest["fingerprint"]
     done = path / ".verified"
-    if not done.exists():
+    # The copy is this URI's with these files: another store's artifact of the same name is not taken for it.
+    stamp = json.dumps({"uri": uri, "files": manifest["files"]}, sort_keys=True)
+    if not (done.is_file() and done.read_text() == stamp):
         shutil.rmtree(path, ignore_errors=True)
         storage = storage_for(uri)
         for rel in manifest["files"]:
             storage.download_file(join(uri, rel), path / rel)
         verify_files(path, manifest["files"], uri)
-        done.write_text(uri)
+        done.write_text(stamp)
     return Artifact(uri, manifest, path)
 
 
@@ -130,11 +184,14 @@ class ArtifactStore:
 
     def __init__(self, root: str, flow: str, cache_dir: str | Path = ".olmoflow/cache"):
         self.root = root.rstrip("/")
-        self.flow = flow
+        self.flow = check_segment(flow, "flow name", self.root)
         self.cache_dir = Path(cache_dir)
         self.storage = storage_for(self.root)
 
     def uri(self, stage: str, fp: str) -> str:
+        where = join(self.root, self.flow)
+        check_segment(stage, "stage", where)
+        check_segment(fp, "fingerprint", where)
         return join(self.root, self.flow, stage, fp)
 
     def is_complete(self, uri: str) -> bool:
@@ -145,16 +202,20 @@ class ArtifactStore:
 
     def staging_dir(self, stage: str, fp: str) -> Path:
         """A fresh local folder for a stage's payload; it never is the final artifact folder."""
+        uri = self.uri(stage, fp)  # checks both names before they reach a path join or rmtree
         if is_remote(self.root):
             path = self.cache_dir / "staging" / self.flow / stage / f"{fp}.{os.getpid()}"
         else:
-            path = Path(self.uri(stage, fp) + f".staging-{os.getpid()}")
+            path = Path(uri + f".staging-{os.getpid()}")
         shutil.rmtree(path, ignore_errors=True)
         path.mkdir(parents=True)
         return path
 
     def commit(self, staging: Path, uri: str, manifest: dict[str, Any]) -> dict[str, Any]:
         """Publish staging as the artifact at uri: payload first, manifest.json last, never over a complete one."""
+        if uri != self.uri(manifest.get("stage", ""), manifest.get("fingerprint", "")):
+            raise ArtifactError(f"{uri}: not this store's folder for stage {manifest.get('stage')!r} and fingerprint "
+                                f"{manifest.get('fingerprint')!r}; refusing to commit there")
         if self.is_complete(uri):
             raise ArtifactError(f"{uri}: a complete artifact is already there; refusing to overwrite it")
         manifest = {**manifest, "files": file_table(staging), "olmoflow_version": __version__,
