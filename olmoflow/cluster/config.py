@@ -11,13 +11,21 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 
 from olmoflow import __version__
 from olmoflow._base import Section
 
 CLUSTER_CONFIG_ENV = "OLMOFLOW_CLUSTER_CONFIG"
+WORK_DIR = "/var/lib/olmoflow"
+"""Default mount point of the work volume (values.yaml workVolume.mountPath)."""
 SA_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+def work_env(work_dir: str) -> dict[str, str]:
+    """Env that points every writable path of a pod at its work volume: OLMOFLOW_HOME (the `.olmoflow` folder:
+    artifact cache, staging, in-stage checkpoints), HOME (torch / triton / HF caches) and TMPDIR."""
+    return {"OLMOFLOW_HOME": f"{work_dir}/.olmoflow", "HOME": work_dir, "TMPDIR": work_dir}
 
 
 class Toleration(Section):
@@ -43,6 +51,8 @@ class ClusterConfig(Section):
     curate_image: str = f"olmoflow/curate:{__version__}"
     """Image for Ray stages that need no GPU (Ray + olmoflow)."""
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    image_pull_secrets: list[str] = []
+    """Secrets (names) for pulling the images from a private registry (the chart's imagePullSecrets)."""
     service_account: str = ""
     """ServiceAccount of the job pods; empty = the namespace's default."""
     gpus_per_node: int = Field(8, ge=0)
@@ -59,6 +69,16 @@ class ClusterConfig(Section):
     """Memory request per node (Kubernetes quantity); empty = none."""
     shm_size: str = "64Gi"
     """Size of the in-memory /dev/shm (NCCL and data loader workers need far more than the 64 MiB default)."""
+    work_dir: str = WORK_DIR
+    """Absolute, writable cache and work root of every pod (artifact cache, staging, in-stage checkpoints, HOME,
+    TMPDIR): the image's own folders are read-only and root-owned."""
+    work_volume: Literal["emptyDir", "ephemeral"] = "emptyDir"
+    """What backs work_dir: an emptyDir (node disk, capped at work_size) or a generic ephemeral volume (a PVC of
+    work_size from work_storage_class, made for the pod and deleted with it)."""
+    work_size: str = "200Gi"
+    """Size of the work volume (an emptyDir's sizeLimit, an ephemeral PVC's request)."""
+    work_storage_class: str = ""
+    """StorageClass of an ephemeral work volume; empty = the cluster default."""
     s3_secret: str = ""
     """Secret with keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; empty = workload identity (no keys)."""
     s3_endpoint: str = ""
@@ -66,6 +86,11 @@ class ClusterConfig(Section):
     s3_region: str = ""
     mlflow_tracking_uri: str = ""
     """MLflow server the job pods log to; empty = none set."""
+    mlflow_secret: str = ""
+    """Secret with MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD for an MLflow with auth; empty = none."""
+    sources_uri: str = ""
+    """Where curate reads its sources on the cluster (s3://bucket/prefix, set as OLMOFLOW_SOURCES); empty = the
+    config's curate.sources_dir."""
     ray_head_cpu: str = "2"
     """CPU request of a RayJob's head pod (it runs the driver, not tasks)."""
     ray_head_memory: str = "8Gi"
@@ -77,6 +102,13 @@ class ClusterConfig(Section):
     poll_s: float = Field(5.0, gt=0)
     """First interval between status polls; it grows 1.5x per poll up to poll_max_s."""
     poll_max_s: float = Field(60.0, gt=0)
+
+    @field_validator("work_dir")
+    @classmethod
+    def _absolute(cls, path: str) -> str:
+        if not path.startswith("/"):
+            raise ValueError(f"must be an absolute path (got {path!r}): a pod's working directory is read-only")
+        return path
 
     def job_namespace(self) -> str:
         if self.namespace:

@@ -20,7 +20,7 @@ import shlex
 from dataclasses import dataclass, field
 from importlib import metadata
 
-from olmoflow.cluster.config import ClusterConfig
+from olmoflow.cluster.config import ClusterConfig, work_env
 from olmoflow.registry import stage as stage_entry
 
 RUN_AS_UID = 1000
@@ -62,6 +62,11 @@ class JobSpec:
     """Container env entries (EnvVar dicts: value or valueFrom)."""
     service_account: str = ""
     image_pull_policy: str = "IfNotPresent"
+    image_pull_secrets: list[str] = field(default_factory=list)
+    work_dir: str = "/var/lib/olmoflow"
+    work_volume: str = "emptyDir"
+    work_size: str = "200Gi"
+    work_storage_class: str = ""
     shm_size: str = "64Gi"
     active_deadline_s: int = 7 * 24 * 3600
     backoff_limit: int = 0
@@ -102,6 +107,11 @@ def job_spec(cfg: ClusterConfig, stage: str, command: list[str], nodes: int, nam
         env=base_env(cfg),
         service_account=cfg.service_account,
         image_pull_policy=cfg.image_pull_policy,
+        image_pull_secrets=list(cfg.image_pull_secrets),
+        work_dir=cfg.work_dir,
+        work_volume=cfg.work_volume,
+        work_size=cfg.work_size,
+        work_storage_class=cfg.work_storage_class,
         shm_size=cfg.shm_size,
         active_deadline_s=int(cfg.timeout_s),
         backoff_limit=cfg.backoff_limit,
@@ -109,16 +119,18 @@ def job_spec(cfg: ClusterConfig, stage: str, command: list[str], nodes: int, nam
 
 
 def base_env(cfg: ClusterConfig) -> list[dict]:
-    """Env every job container gets: unbuffered output, a writable HOME, MLflow, and S3 credentials by reference."""
-    env: list[dict] = [{"name": "PYTHONUNBUFFERED", "value": "1"},
-                       # The root filesystem is read-only; caches (torch, triton, HF) go under HOME.
-                       {"name": "HOME", "value": "/tmp"}]
+    """Env every job container gets: unbuffered output, the work volume as every writable path, MLflow, and
+    credentials by reference (a Secret's name and key, never a value)."""
+    env: list[dict] = [{"name": "PYTHONUNBUFFERED", "value": "1"}]
+    # The root filesystem is read-only; caches (torch, triton, HF), staging and checkpoints go to the work volume.
+    env += [{"name": k, "value": v} for k, v in work_env(cfg.work_dir).items()]
     plain = (("MLFLOW_TRACKING_URI", cfg.mlflow_tracking_uri), ("AWS_ENDPOINT_URL", cfg.s3_endpoint),
-             ("AWS_DEFAULT_REGION", cfg.s3_region))
+             ("AWS_DEFAULT_REGION", cfg.s3_region), ("OLMOFLOW_SOURCES", cfg.sources_uri))
     env += [{"name": k, "value": v} for k, v in plain if v]
-    if cfg.s3_secret:
-        env += [{"name": key, "valueFrom": {"secretKeyRef": {"name": cfg.s3_secret, "key": key}}}
-                for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")]
+    secrets_ = ((cfg.s3_secret, ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")),
+                (cfg.mlflow_secret, ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")))
+    env += [{"name": key, "valueFrom": {"secretKeyRef": {"name": name, "key": key}}}
+            for name, keys in secrets_ if name for key in keys]
     return env
 
 
@@ -150,9 +162,11 @@ def train_job(spec: JobSpec, runtime: str = "torch-distributed") -> dict:
     pod_patch: dict = {
         "securityContext": _pod_security(),
         "volumes": _volumes(spec),
-        "containers": [{"name": TRAINJOB_CONTAINER, "volumeMounts": _MOUNTS,
+        "containers": [{"name": TRAINJOB_CONTAINER, "volumeMounts": _mounts(spec),
                         "securityContext": _container_security()}],
     }
+    if spec.image_pull_secrets:
+        pod_patch["imagePullSecrets"] = [{"name": n} for n in spec.image_pull_secrets]
     if spec.node_selector:
         pod_patch["nodeSelector"] = spec.node_selector
     if spec.tolerations:
@@ -247,7 +261,9 @@ def stage_job(cfg: ClusterConfig, stage: str, command: list[str], nodes: int, na
 
 # ---- pod pieces shared by the three kinds ----
 
-_MOUNTS = [{"name": "tmp", "mountPath": "/tmp"}, {"name": "dshm", "mountPath": "/dev/shm"}]
+def _mounts(spec: JobSpec) -> list[dict]:
+    return [{"name": "tmp", "mountPath": "/tmp"}, {"name": "dshm", "mountPath": "/dev/shm"},
+            {"name": "work", "mountPath": spec.work_dir}]
 
 
 def _procs_per_node(spec: JobSpec) -> int:
@@ -281,17 +297,26 @@ def _container_security() -> dict:
 
 
 def _volumes(spec: JobSpec) -> list[dict]:
+    if spec.work_volume == "ephemeral":  # a PVC made for the pod and deleted with it
+        claim: dict = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": spec.work_size}}}
+        if spec.work_storage_class:
+            claim["storageClassName"] = spec.work_storage_class
+        work = {"name": "work", "ephemeral": {"volumeClaimTemplate": {"spec": claim}}}
+    else:
+        work = {"name": "work", "emptyDir": {"sizeLimit": spec.work_size}}
     return [{"name": "tmp", "emptyDir": {}},
-            {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": spec.shm_size}}]
+            {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": spec.shm_size}}, work]
 
 
 def _pod_template(spec: JobSpec, container: str, command: list[str] | None, env: list[dict], resources: dict,
                   on_gpu_pool: bool) -> dict:
     main = {"name": container, "image": spec.image, "imagePullPolicy": spec.image_pull_policy, "env": env,
-            "resources": resources, "volumeMounts": _MOUNTS, "securityContext": _container_security()}
+            "resources": resources, "volumeMounts": _mounts(spec), "securityContext": _container_security()}
     if command:
         main["command"] = command
     pod: dict = {"containers": [main], "securityContext": _pod_security(), "volumes": _volumes(spec)}
+    if spec.image_pull_secrets:
+        pod["imagePullSecrets"] = [{"name": n} for n in spec.image_pull_secrets]
     if on_gpu_pool and spec.node_selector:
         pod["nodeSelector"] = spec.node_selector
     if on_gpu_pool and spec.tolerations:

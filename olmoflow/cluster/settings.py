@@ -18,24 +18,33 @@ $OLMOFLOW_CLUSTER_CONFIG.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import Field, ValidationError, field_validator
 
 from olmoflow import __version__
 from olmoflow._base import Section
-from olmoflow.cluster.config import CLUSTER_CONFIG_ENV, ClusterConfig, Toleration, load_cluster_config
+from olmoflow.cluster.config import (
+    CLUSTER_CONFIG_ENV,
+    WORK_DIR,
+    ClusterConfig,
+    Toleration,
+    load_cluster_config,
+    work_env,
+)
 from olmoflow.registry import stage as stage_entry
 
 CLUSTER_MOUNT = "/etc/olmoflow"
 """Where the cluster ConfigMap is mounted in every task pod; cluster.json is OLMOFLOW_CLUSTER_CONFIG."""
 
-# Keys of the chart's ConfigMap (templates/configmap-cluster.yaml) that become env vars of every task; the last two
-# are rendered only when set in values.yaml, so they are read as optional.
+# Keys of the chart's ConfigMap (templates/configmap-cluster.yaml) that become env vars of every task; the optional
+# ones are rendered only when set in values.yaml.
 CONFIG_MAP_ENV = ("OLMOFLOW_STORE", "MLFLOW_TRACKING_URI")
-CONFIG_MAP_OPTIONAL_ENV = ("AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION")
+CONFIG_MAP_OPTIONAL_ENV = ("AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "OLMOFLOW_SOURCES")
 S3_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+MLFLOW_KEYS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+WORK_VOLUME, SHM_VOLUME = "work", "dshm"
 
 
 def split_image(image: str) -> tuple[str, str]:
@@ -58,6 +67,20 @@ class PipelineSettings(Section):
     s3_secret: str = "olmoflow-s3"
     """Secret with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (`<release>-s3` or s3.existingSecret); read as optional,
     so a workload-identity install without one still schedules; empty = no Secret env at all."""
+    mlflow_secret: str = ""
+    """Secret with MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD (mlflow.auth.clientSecret); empty = none."""
+    image_pull_secrets: list[str] = []
+    """Secrets for pulling the images from a private registry (the chart's imagePullSecrets)."""
+    work_dir: str = WORK_DIR
+    """Absolute mount point of the work volume; OLMOFLOW_HOME, HOME and TMPDIR point into it (ClusterConfig)."""
+    work_volume: Literal["emptyDir", "ephemeral"] = "emptyDir"
+    """emptyDir (node disk, capped at work_size) or a generic ephemeral PVC of work_size (workVolume.type)."""
+    work_size: str = "200Gi"
+    """Size of the work volume: checkpoints and the artifact cache of a stage live here while it runs."""
+    work_storage_class: str = ""
+    """StorageClass of an ephemeral work volume; empty = the cluster default."""
+    shm_size: str = "64Gi"
+    """Size of the in-memory /dev/shm of a GPU task (NCCL and data-loader workers; the default is 64 MiB)."""
     gpu_resource: str = "nvidia.com/gpu"
     """Extended resource a GPU task requests (gpuPool.gpuResource)."""
     gpus_per_node: int = Field(8, ge=1)
@@ -98,6 +121,13 @@ class PipelineSettings(Section):
                 raise ValueError(f"{stage}: must be >= 1 (got {n})")
         return nodes
 
+    @field_validator("work_dir")
+    @classmethod
+    def _absolute(cls, path: str) -> str:
+        if not path.startswith("/"):
+            raise ValueError(f"must be an absolute path (got {path!r}): a pod's working directory is read-only")
+        return path
+
     def stage_nodes(self, stage: str) -> int:
         return self.nodes.get(stage, 1)
 
@@ -117,7 +147,10 @@ def from_cluster_config(cluster: ClusterConfig, **overrides: Any) -> PipelineSet
                                   gpu_resource=cluster.gpu_resource, gpus_per_node=max(cluster.gpus_per_node, 1),
                                   node_selector=cluster.node_selector, tolerations=cluster.tolerations,
                                   gpu_cpu=cluster.cpu, gpu_memory=cluster.memory, s3_secret=cluster.s3_secret,
-                                  timeout_s=int(cluster.timeout_s))
+                                  mlflow_secret=cluster.mlflow_secret, image_pull_secrets=cluster.image_pull_secrets,
+                                  work_dir=cluster.work_dir, work_volume=cluster.work_volume,
+                                  work_size=cluster.work_size, work_storage_class=cluster.work_storage_class,
+                                  shm_size=cluster.shm_size, timeout_s=int(cluster.timeout_s))
     return PipelineSettings(**{**values, **overrides})
 
 
@@ -159,20 +192,40 @@ def apply_settings(task: Any, stage: str, settings: PipelineSettings, *, launche
         kubernetes.add_node_selector_json(task, node_selector)
         kubernetes.add_toleration_json(task, tolerations)
         _requests(task, settings.gpu_cpu, settings.gpu_memory)
+        # torchrun's ranks and the data-loader workers share tensors through /dev/shm; the default is 64 MiB.
+        kubernetes.empty_dir_mount(task, SHM_VOLUME, "/dev/shm", medium="Memory", size_limit=settings.shm_size)
     else:
         _requests(task, settings.cpu, settings.memory)
     # Preemption kills the pod, not the stage: the retry resumes from the stage's last in-stage checkpoint.
     task.set_retry(settings.retries, backoff_duration=settings.backoff, backoff_factor=2.0,
                    backoff_max_duration=settings.backoff_max)
     kubernetes.set_timeout(task, settings.timeout_s)
+    if settings.image_pull_secrets:
+        kubernetes.set_image_pull_secrets(task, settings.image_pull_secrets)
+    _work_volume(task, settings)
     if settings.s3_secret:
         kubernetes.use_secret_as_env(task, settings.s3_secret, {k: k for k in S3_KEYS}, optional=True)
+    if settings.mlflow_secret:
+        kubernetes.use_secret_as_env(task, settings.mlflow_secret, {k: k for k in MLFLOW_KEYS})
     kubernetes.use_config_map_as_env(task, settings.cluster_config_map, {k: k for k in CONFIG_MAP_ENV})
     kubernetes.use_config_map_as_env(task, settings.cluster_config_map, {k: k for k in CONFIG_MAP_OPTIONAL_ENV},
                                      optional=True)
     kubernetes.use_config_map_as_volume(task, settings.cluster_config_map, CLUSTER_MOUNT)
     task.set_env_variable(CLUSTER_CONFIG_ENV, f"{CLUSTER_MOUNT}/cluster.json")
     return task
+
+
+def _work_volume(task: Any, settings: PipelineSettings) -> None:
+    """The pod's writable, sized work root: the image's folders are root-owned (and read-only in job pods)."""
+    from kfp import kubernetes
+
+    if settings.work_volume == "ephemeral":
+        kubernetes.add_ephemeral_volume(task, WORK_VOLUME, settings.work_dir, ["ReadWriteOnce"], settings.work_size,
+                                        settings.work_storage_class or None)
+    else:
+        kubernetes.empty_dir_mount(task, WORK_VOLUME, settings.work_dir, size_limit=settings.work_size)
+    for name, value in work_env(settings.work_dir).items():
+        task.set_env_variable(name, value)
 
 
 def _requests(task: Any, cpu: str, memory: str) -> None:
