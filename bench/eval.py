@@ -145,11 +145,10 @@ def main() -> None:
     n_params = sum(p.numel() for p in model.parameters())
     print(f"{args.task} {args.fmt} {args.shots}-shot, {len(items)} items, model {n_params / 1e6:.1f}M params "
           f"(vocab {model.cfg.vocab_size}), {torch.get_num_threads()} threads")
-    primary = MC_TASKS[args.task].primary(args.fmt)
+    shown = tuple(dict.fromkeys(("acc_raw", MC_TASKS[args.task].primary(args.fmt), "bits_per_byte_corr")))
     for name, per_item in results.items():
-        agg = mc.aggregate(per_item, ("acc_raw", primary, "bits_per_byte_corr"))
-        print(f"{name:>9}: {rates[name]:7.2f} items/s, acc_raw {agg['acc_raw']:.4f}, {primary} {agg[primary]:.4f}, "
-              f"bits_per_byte_corr {agg['bits_per_byte_corr']:.4f}")
+        agg = mc.aggregate(per_item, shown)
+        print(f"{name:>9}: {rates[name]:7.2f} items/s, " + ", ".join(f"{k} {v:.4f}" for k, v in agg.items()))
     diff = max(abs(a - b) for o, t in zip(results["olmoflow"], results["lm-eval"])
                for a, b in zip(o["sum_logits"], t["sum_logits"]))
     bpb = [mc.aggregate(results[n], ("bits_per_byte_corr",))["bits_per_byte_corr"] for n in results]

@@ -6,11 +6,11 @@ log p(token | everything before it), in nats. Requests are sorted by length and 
 attention is causal, so padding after a sequence never changes the logits of its real tokens. A batch holds a
 fixed budget of padded tokens, so it takes a few long sequences or many short ones.
 
-`score_groups` is the fast path for olmoflow's Olmo3 (a model with `.hidden` and `.lm_head`): the requests of a
-group (an item's answer choices) go into one row as a prefix tree -- the tokens they share are run once, each
-choice's own tokens follow as a branch that sees the shared trunk and itself only, at the positions it would have
-alone -- several trees share a row, each seeing only itself (so rows are full, not padded), and the LM head runs
-only at the scored positions, so no [tokens, vocab] logits exist beyond them.
+`score_groups` is the fast path for olmoflow's Olmo3 (a model with `.hidden` and `.lm_head`): requests are laid
+into rows as a token trie -- a prefix shared by several requests (the few-shot examples every item repeats, an
+item's question under each of its choices) is run once per row, and each token attends only to the tokens before
+it in its own requests, at the positions it would have alone -- so rows are full rather than padded, and the LM
+head runs only at the scored positions, so no [tokens, vocab] logits exist beyond them.
 Other models (HF, the tests' bigram) take `score_requests`, one padded sequence per request.
 """
 
@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -124,118 +125,104 @@ HEAD_CHUNK = 1024
 """Scored positions per LM-head matmul: bounds the transient logits at HEAD_CHUNK x vocab floats."""
 
 
-@dataclass
-class _Tree:
-    """Requests as one prefix tree: a trunk they share, then one branch per request."""
+class _Trie:
+    """One row: the requests' inputs as a token trie, each node laid out after its parent. A node's hidden state
+    is the same for every request whose input passes through it (same tokens before it, same positions), so a
+    prefix shared by requests -- the few-shot examples every item repeats, an item's question under each choice --
+    is run once per row."""
 
-    ids: list[int]
-    pos: list[int]
-    seg: list[int]  # 0 = trunk, k + 1 = branch of the tree's k-th request
-    scored: list[tuple[int, int, int]]  # (request, index of the input predicting, target token)
+    def __init__(self) -> None:
+        self.ids: list[int] = []
+        self.parent: list[int] = []
+        self.children: dict[tuple[int, int], int] = {}  # (parent node or -1, token) -> node
+        self.scored: list[tuple[int, int, int]] = []  # (request, node predicting, target token)
+
+    def _walk(self, x: list[int]) -> tuple[int, int]:
+        """(tokens of x already in the trie, the node they end at or -1)."""
+        node = -1
+        for i, token in enumerate(x):
+            nxt = self.children.get((node, token))
+            if nxt is None:
+                return i, node
+            node = nxt
+        return len(x), node
+
+    def new_nodes(self, x: list[int]) -> int:
+        return len(x) - self._walk(x)[0]
+
+    def add(self, owner: int, x: list[int], y: list[int], start: int) -> None:
+        """Request `owner`: input tokens x, y[i] the token x[i] predicts, scored from input start on."""
+        matched = self._walk(x)[0]
+        path = []
+        node = -1
+        for i, token in enumerate(x):
+            if i >= matched:
+                self.children[node, token] = len(self.ids)
+                self.ids.append(token)
+                self.parent.append(node)
+            node = self.children[node, token]
+            path.append(node)
+        self.scored += [(owner, path[i], y[i]) for i in range(start, len(x))]
 
 
-def _tree(inputs: list[list[int]], targets: list[list[int]], starts: list[int], owners: list[int]) -> _Tree:
-    """inputs[k] is request k's model input, targets[k][i] the token input i predicts, scored from starts[k] on."""
-    trunk = 0
-    shortest = min(len(x) for x in inputs)
-    while trunk < shortest and all(x[trunk] == inputs[0][trunk] for x in inputs):
-        trunk += 1
-    tree = _Tree(ids=list(inputs[0][:trunk]), pos=list(range(trunk)), seg=[0] * trunk, scored=[])
-    for k, (x, y, s, owner) in enumerate(zip(inputs, targets, starts, owners)):
-        offset = len(tree.ids) - trunk  # input i >= trunk sits at offset + i
-        tree.ids += x[trunk:]
-        tree.pos += range(trunk, len(x))
-        tree.seg += [k + 1] * (len(x) - trunk)
-        tree.scored += [(owner, i if i < trunk else offset + i, y[i]) for i in range(s, len(x))]
-    return tree
-
-
-def _trees(groups: Sequence[Sequence[Request]], max_len: int) -> list[_Tree]:
-    """Each group as one tree when it fits in max_len tokens, else split into trees that do; a request longer than
-    max_len + 1 tokens loses tokens from the left of its context (as in score_requests)."""
-    trees: list[_Tree] = []
-    n = 0
+def _tries(groups: Sequence[Sequence[Request]], max_len: int) -> list[_Trie]:
+    """The requests in order, each row a trie of at most max_len tokens; a request longer than max_len + 1 tokens
+    loses tokens from the left of its context (as in score_requests)."""
+    rows = [_Trie()]
+    owner = 0
     for group in groups:
-        pending: list[tuple[list[int], list[int], int, int]] = []
         for r in group:
             if not r.context:
                 raise ValueError("a request needs at least one context token")
             seq = (r.context + r.continuation)[-(max_len + 1):]
-            n_cont = min(len(r.continuation), len(seq) - 1)
-            pending.append((seq[:-1], seq[1:], len(seq) - 1 - n_cont, n))
-            n += 1
-        while pending:  # greedily the most requests whose tree still fits
-            take = len(pending)
-            while take > 1 and len(_tree(*map(list, zip(*pending[:take]))).ids) > max_len:
-                take -= 1
-            trees.append(_tree(*map(list, zip(*pending[:take]))))
-            pending = pending[take:]
-    return trees
+            x, n_cont = seq[:-1], min(len(r.continuation), len(seq) - 1)
+            if len(rows[-1].ids) + rows[-1].new_nodes(x) > max_len:
+                rows.append(_Trie())
+            rows[-1].add(owner, x, seq[1:], len(x) - n_cont)
+            owner += 1
+    return [row for row in rows if row.ids]
 
 
-def _pack_rows(trees: list[_Tree]) -> list[list[_Tree]]:
-    """Trees first-fit, longest first, into rows as long as the longest tree: rows are full, so a batch holds
-    almost no padding (short unconditioned trees fill the gaps the long few-shot ones leave), and no longer than
-    they must be (masked-out attention in a longer row would still be computed)."""
-    rows: list[list[_Tree]] = []
-    room: list[int] = []
-    width = max((len(t.ids) for t in trees), default=0)
-    for t in sorted(trees, key=lambda t: -len(t.ids)):
-        slot = next((r for r, free in enumerate(room) if free >= len(t.ids)), None)
-        if slot is None:
-            rows.append([])
-            room.append(width)
-            slot = len(rows) - 1
-        rows[slot].append(t)
-        room[slot] -= len(t.ids)
-    return rows
-
-
-def _batch(rows: list[list[_Tree]], window: int, device: torch.device):
-    """ids, positions [B, T], masks and the (row, index, request, target) of each scored token of a batch of
-    rows. A token sees, within its own tree, the trunk and its own branch: not other trees, not later tokens, not
-    padding, and on sliding layers only positions less than `window` back."""
-    width = max(sum(len(t.ids) for t in row) for row in rows)
-    ids = torch.zeros((len(rows), width), dtype=torch.long)
-    pos = torch.zeros((len(rows), width), dtype=torch.long)
-    seg = torch.zeros((len(rows), width), dtype=torch.long)
-    tree = torch.full((len(rows), width), -1, dtype=torch.long)
+def _batch(rows: list[_Trie], window: int, device: torch.device):
+    """ids and positions [B, T], masks, and the (row, node, request, target) of each scored token of a batch of
+    rows. A node sees itself and its ancestors (the tokens before it in its own requests), and on sliding layers
+    only those less than `window` positions back; padding sees only itself (no all-masked, NaN rows)."""
+    width = max(len(row.ids) for row in rows)
+    ids = np.zeros((len(rows), width), dtype=np.int64)
+    pos = np.zeros((len(rows), width), dtype=np.int64)
+    full = np.zeros((len(rows), width, width), dtype=bool)
     scored = []
     for b, row in enumerate(rows):
-        at = 0
-        for n, t in enumerate(row):
-            span = slice(at, at + len(t.ids))
-            ids[b, span], pos[b, span], seg[b, span] = torch.tensor(t.ids), torch.tensor(t.pos), torch.tensor(t.seg)
-            tree[b, span] = n
-            scored += [(b, at + i, owner, target) for owner, i, target in t.scored]
-            at += len(t.ids)
-    i = torch.arange(width)
-    same_tree = (tree[:, :, None] == tree[:, None, :]) & (tree[:, None, :] >= 0)
-    branch = (seg[:, None, :] == 0) | (seg[:, None, :] == seg[:, :, None])
-    full = same_tree & branch & (i[:, None] >= i[None, :])
-    full |= torch.eye(width, dtype=torch.bool)  # padding sees itself: no all-masked (NaN) rows
+        ids[b, :len(row.ids)] = row.ids
+        for node, parent in enumerate(row.parent):
+            if parent >= 0:
+                full[b, node] = full[b, parent]
+                pos[b, node] = pos[b, parent] + 1
+            full[b, node, node] = True
+        full[b, np.arange(len(row.ids), width), np.arange(len(row.ids), width)] = True
+        scored += [(b, node, owner, target) for owner, node, target in row.scored]
     sliding = full & ((pos[:, :, None] - pos[:, None, :]) < window)
-    masks = Masks(full=full[:, None].to(device), sliding=sliding[:, None].to(device))
-    return ids.to(device), pos.to(device), masks, scored
+    masks = Masks(full=torch.from_numpy(full)[:, None].to(device),
+                  sliding=torch.from_numpy(sliding)[:, None].to(device))
+    return torch.from_numpy(ids).to(device), torch.from_numpy(pos).to(device), masks, scored
 
 
 @torch.no_grad()
 def score_groups(model: torch.nn.Module, groups: Sequence[Sequence[Request]], *, batch_size: int, max_len: int,
                  progress: Progress = no_progress, desc: str = "scoring") -> list[list[Scored]]:
-    """Every request of every group scored, each group's shared token prefix run once (see the module doc), at
-    most batch_size x max_len tokens per forward; the same numbers as score_requests on the requests one by one.
-    Models without `.hidden` take score_requests."""
+    """Every request of every group scored (a group: an item's choices), shared token prefixes run once per row
+    (see the module doc), rows of at most max_len tokens, batch_size rows per forward; the same numbers as
+    score_requests on the requests one by one. Models without `.hidden` take score_requests."""
     if not (hasattr(model, "hidden") and hasattr(model, "lm_head")):
         flat = score_requests(model, [r for g in groups for r in g], batch_size=batch_size, max_len=max_len,
                               progress=progress, desc=desc)
         return _regroup(groups, flat)
     device = next(model.parameters()).device
-    rows = _pack_rows(_trees(groups, max_len))
+    rows = _tries(groups, max_len)
     n_requests = sum(len(g) for g in groups)
     logps: list[list[float]] = [[] for _ in range(n_requests)]
     greedy = [True] * n_requests
-    per_batch = max(batch_size * max_len // max((sum(len(t.ids) for t in r) for r in rows), default=1), 1)
-    batches = [rows[i:i + per_batch] for i in range(0, len(rows), per_batch)]
+    batches = [rows[i:i + batch_size] for i in range(0, len(rows), batch_size)]
     for batch in progress(batches, len(batches), desc):
         ids, pos, masks, scored = _batch(batch, model.cfg.sliding_window, device)
         hidden = model.hidden(ids, pos, masks)
