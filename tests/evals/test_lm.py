@@ -94,11 +94,12 @@ def test_empty_context_is_refused(bigram):
 
 
 @pytest.mark.parametrize("max_len", [64, 16, 9])
-def test_prefix_tree_rows_equal_each_request_scored_alone(tiny_olmo, max_len):
-    """Groups packed as prefix trees (window 8 < row length, so the sliding mask is exercised; short max_len splits
-    groups and truncates requests) give score_requests' numbers, greedy flags included."""
+def test_trie_rows_equal_each_request_scored_alone(tiny_olmo, max_len):
+    """Requests laid into rows as token tries (window 8 < row length, so the sliding mask is exercised; a short
+    max_len splits rows and truncates requests) give score_requests' numbers, greedy flags included."""
     g = torch.Generator().manual_seed(3)
-    groups = []
+    shots = torch.randint(300, (11,), generator=g).tolist()  # a few-shot prefix that several groups repeat
+    groups = [[Request(shots + [q], [a]) for a in (5, 6, 7)] for q in (40, 41)]
     for n_ctx in (1, 5, 12, 25):
         ctx = torch.randint(300, (n_ctx,), generator=g).tolist()
         groups.append([Request(ctx, torch.randint(300, (k,), generator=g).tolist()) for k in (1, 3, 5, 2)])
@@ -116,3 +117,13 @@ def test_groups_without_a_hidden_method_fall_back_to_plain_scoring(bigram):
     got = score_groups(bigram, groups, batch_size=2, max_len=8)
     assert [len(g) for g in got] == [2, 1]
     assert got[0][1].logprob == pytest.approx(bigram.hand_logprob([2, 5]), abs=1e-5)
+
+
+def test_a_prefix_shared_across_groups_is_laid_out_once():
+    from olmoflow.evals.lm import _tries
+
+    shots = list(range(100, 120))
+    groups = [[Request(shots + [q], [a]) for a in (1, 2, 3)] for q in (50, 51)]
+    (row,) = _tries(groups, max_len=64)
+    assert len(row.ids) == len(shots) + 2  # the shots once; each question once; continuations are only targets
+    assert len(row.scored) == 6
