@@ -78,7 +78,7 @@ class OverlapScan:
         for task, rows in tasks.items():
             for r in rows:
                 ws = overlap_words(item_text(r))
-                numbers = [j for j, w in enumerate(ws) if any(c.isdigit() for c in w)]
+                numbers = [j for j, w in enumerate(ws) if w.isalnum() and not w.isalpha()]  # [a-z0-9]+ with a digit
                 if len(ws) < MIN_WORDS and not numbers:
                     self.unmeasured[task] += 1
                     continue

@@ -51,6 +51,7 @@ from olmoflow.data.config import DecontamConfig
 _WORD = re.compile(r"[a-z0-9]+")
 _MUL = np.uint64(0x9E3779B97F4A7C15)  # odd, so each step of the polynomial is a bijection mod 2^64
 _MASK = (1 << 64) - 1
+_MUL_INT = int(_MUL)
 EXAMPLES = 5
 """Item ids per task kept in the stats, for a person to look up."""
 MIN_WORDS = 4
@@ -113,7 +114,7 @@ class _Table:
         """Index `gram` as one of `item`'s; returns its hash."""
         key = gram[0]
         for w in gram[1:]:
-            key = (key * int(_MUL) + w) & _MASK  # the same polynomial as _window_hashes, in Python ints
+            key = (key * _MUL_INT + w) & _MASK  # the same polynomial as _window_hashes, in Python ints
         stored = self.entries.setdefault(key, (gram, []))
         if stored[0] != gram:
             raise ValueError(f"decon: two eval n-grams share the 64-bit hash {key:#x}")
@@ -185,7 +186,7 @@ class DeconIndex:
         where: dict[int, int] = {}
         for i in range(len(q) - k + 1):
             where.setdefault(self._tables[k].add(tuple(q[i:i + k]), index), i)
-        numbers = {w for w, s in zip(q, ws) if any(c.isdigit() for c in s)}
+        numbers = {w for w, s in zip(q, ws) if not s.isalpha()}  # a word of [a-z0-9] with a digit
         self._info.append(_Item(len(q), len(where) if k == self.n else 0, where, numbers, answers,
                                 bool(answers) and len(q) < self.cfg.question_only_words))
 
