@@ -6,7 +6,6 @@
 # Environment:
 #   REGISTRY        repository prefix (default: olmoflow), so the default image is olmoflow/trainer:TAG
 #   BUILDER         docker | buildah (default: docker when its daemon answers, else buildah)
-#   PIPELINE_YAML   compiled pipeline the curate image carries (default: pipelines/model_flow.yaml)
 #   BUILD_ARGS      extra --build-arg words, e.g. "--build-arg TORCH_INDEX_URL=..."
 #
 # The build context is staged in a temporary folder with only what the Dockerfile copies, so a local .venv or
@@ -21,7 +20,6 @@ case "$IMAGE" in trainer|curate|tracking) ;; *) echo "error: unknown image '$IMA
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 REF="${REGISTRY:-olmoflow}/$IMAGE:$TAG"
-PIPELINE_YAML="${PIPELINE_YAML:-$ROOT/pipelines/model_flow.yaml}"
 
 if [[ -n "${BUILDER:-}" ]]; then
   builder="$BUILDER"
@@ -45,8 +43,9 @@ if [[ "$IMAGE" != tracking ]]; then
   (cd "$ROOT" && tar --exclude='__pycache__' --exclude='*.pyc' -cf - olmoflow) | tar -xf - -C "$ctx"
 fi
 if [[ "$IMAGE" == curate ]]; then
-  [[ -f "$PIPELINE_YAML" ]] || { echo "error: $PIPELINE_YAML does not exist: compile the pipeline first" >&2; exit 1; }
-  cp "$PIPELINE_YAML" "$ctx/model_flow.yaml"
+  # The pipeline's code: the registration Job compiles it with the release's settings.
+  (cd "$ROOT" && tar --exclude='__pycache__' --exclude='*.pyc' --exclude='*.yaml' -cf - pipelines components) \
+    | tar -xf - -C "$ctx"
 fi
 
 echo "building $REF with $builder"

@@ -1,10 +1,11 @@
 """Register the compiled model-flow pipeline in Kubeflow Pipelines, so a run is one click in the KFP UI.
 
     python -m olmoflow.cluster.register --host http://ml-pipeline.kubeflow:8888 \\
-        --file /opt/olmoflow/model_flow.yaml --name olmo3-model-flow --version 0.1.0
+        --file /work/model_flow.yaml --name olmo3-model-flow --version 0.1.0
 
-The Helm chart runs this as a post-install/post-upgrade Job in the curate image, which carries the pipeline YAML
-compiled for its own version. It is idempotent: the version name is `{version}-{sha256(yaml)[:8]}`, so rerunning
+The Helm chart runs this as a post-install/post-upgrade Job in the curate image, after an init container has
+compiled the pipeline with the release's settings (`olmoflow compile --cluster-config --settings`, from the
+release's ConfigMap), so the registered pipeline's pods use the install's names, images and pool. It is idempotent: the version name is `{version}-{sha256(yaml)[:8]}`, so rerunning
 the hook uploads nothing new, while a changed pipeline under the same package version still gets a version.
 """
 

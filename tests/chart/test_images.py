@@ -33,10 +33,7 @@ def run_build(tmp_path: Path, image: str, tag: str, builders=("docker",), **env)
         (bindir / b).chmod(0o755)
     record = tmp_path / "record"
     record.mkdir(exist_ok=True)
-    pipeline = tmp_path / "model_flow.yaml"
-    pipeline.write_text("pipelineInfo:\n  name: olmo3-model-flow\n")
-    full_env = {"PATH": f"{bindir}:/usr/bin:/bin", "RECORD": str(record), "PIPELINE_YAML": str(pipeline),
-                "HOME": str(tmp_path), **env}
+    full_env = {"PATH": f"{bindir}:/usr/bin:/bin", "RECORD": str(record), "HOME": str(tmp_path), **env}
     return subprocess.run(["bash", str(BUILD), image, tag], env=full_env, capture_output=True, text=True, timeout=60)
 
 
@@ -54,7 +51,9 @@ def test_docker_build_gets_the_tag_and_a_small_context(tmp_path, image):
     else:
         assert "./olmoflow/__init__.py" in files and "./pyproject.toml" in files
         assert "./olmoflow/cluster/register.py" in files
-    assert ("./model_flow.yaml" in files) == (image == "curate")
+    # the curate image carries the pipeline's code (the registration Job compiles it), never a compiled YAML
+    assert ("./pipelines/model_flow.py" in files) == ("./components/stages.py" in files) == (image == "curate")
+    assert not [f for f in files if f.endswith((".yaml", ".yml")) and f.startswith(("./pipelines", "./components"))]
     assert (tmp_path / "record" / "Dockerfile").read_text() == (ROOT / "images" / image / "Dockerfile").read_text()
 
 
@@ -71,8 +70,6 @@ def test_bad_arguments_and_missing_inputs_fail_clearly(tmp_path):
     assert proc.returncode == 2 and "error: unknown image 'notebook'" in proc.stderr
     proc = run_build(tmp_path, "trainer", "bad tag")
     assert proc.returncode == 2 and "is not a valid image tag" in proc.stderr
-    proc = run_build(tmp_path, "curate", "0.1.0", PIPELINE_YAML=str(tmp_path / "none.yaml"))
-    assert proc.returncode == 1 and "none.yaml does not exist: compile the pipeline first" in proc.stderr
     bare = tmp_path / "bare"
     bare.mkdir()
     proc = run_build(bare, "trainer", "0.1.0", builders=())

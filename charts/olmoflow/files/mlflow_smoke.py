@@ -4,6 +4,7 @@ Run with MLFLOW_URL set (the Service URL, so the Host header is the one pipeline
 one line naming the step that failed. Standard library only: it runs in the tracking image as is.
 """
 
+import base64
 import json
 import os
 import sys
@@ -12,11 +13,15 @@ import urllib.request
 import uuid
 
 BASE = os.environ["MLFLOW_URL"].rstrip("/")
+# With mlflow.auth, the chart gives the pod the client Secret's user, as MLflow's own clients read it.
+_user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+AUTH = ({"Authorization": "Basic " + base64.b64encode(
+    f"{_user}:{os.environ.get('MLFLOW_TRACKING_PASSWORD', '')}".encode()).decode()} if _user else {})
 
 
 def call(step: str, path: str, body: dict | None = None) -> dict:
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(BASE + path, data=data, headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(BASE + path, data=data, headers={"Content-Type": "application/json", **AUTH})
     try:
         with urllib.request.urlopen(req, timeout=60) as resp:
             text = resp.read().decode()
