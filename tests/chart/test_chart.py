@@ -17,7 +17,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "olmoflow"
 CI_VALUES = sorted((CHART / "ci").glob("*.yaml"))
-VALUES_SETS = [None, *CI_VALUES]
+MINIMAL = CHART / "ci" / "minimal-values.yaml"
+"""What an install must give (its buckets); `render(None)` renders the chart's defaults plus these."""
+VALUES_SETS = [None, *[v for v in CI_VALUES if v != MINIMAL]]
 KUBE_VERSIONS = ("1.33.0", "1.36.0")
 NAMESPACE = "kubeflow"
 
@@ -38,9 +40,7 @@ _cache: dict[tuple, list[dict]] = {}
 def render(values: Path | None = None, *sets: str) -> list[dict]:
     key = (values, sets)
     if key not in _cache:
-        args = ["template", "olmoflow", str(CHART), "--namespace", NAMESPACE]
-        if values:
-            args += ["-f", str(values)]
+        args = ["template", "olmoflow", str(CHART), "--namespace", NAMESPACE, "-f", str(values or MINIMAL)]
         for s in sets:
             args += ["--set", s]
         _cache[key] = [d for d in yaml.safe_load_all(helm(*args).stdout) if d]
@@ -76,8 +76,7 @@ def label(values: Path | None) -> str:
 
 @pytest.mark.parametrize("values", VALUES_SETS, ids=label)
 def test_lint_strict(values):
-    args = ["lint", "--strict", str(CHART), "--namespace", NAMESPACE]
-    helm(*(args + ["-f", str(values)] if values else args))
+    helm("lint", "--strict", str(CHART), "--namespace", NAMESPACE, "-f", str(values or MINIMAL))
 
 
 @pytest.mark.parametrize("version", KUBE_VERSIONS)
@@ -126,9 +125,16 @@ def test_chart_version_is_the_package_version():
     ("images.trainer.tag=has space", "at '/images/trainer/tag'"),
     ("pipeline.kfpHost=ml-pipeline:8888", "at '/pipeline/kfpHost'"),
     ("rbac.extraServiceAccounts[0]=Pipeline_Runner", "at '/rbac/extraServiceAccounts/0'"),
+    ("workVolume.type=hostPath", "at '/workVolume/type': value must be one of"),
+    ("workVolume.mountPath=.olmoflow", "at '/workVolume/mountPath'"),
+    ("workVolume.size=big", "at '/workVolume/size'"),
+    ("mlflow.auth.enabled=true", "at '/mlflow/auth/clientSecret': minLength"),
+    ("postgres.existingSecret=Not_A_Name", "at '/postgres/existingSecret'"),
+    ("s3.sources=/local/sources", "at '/s3/sources'"),
+    ("crdCheck.enable=false", "additional properties 'enable' not allowed"),
 ])
 def test_schema_rejects_bad_values(setting, message):
-    proc = helm("template", "x", str(CHART), "--set", setting, check=False)
+    proc = helm("template", "x", str(CHART), "-f", str(MINIMAL), "--set", setting, check=False)
     assert proc.returncode != 0 and "values don't meet the specifications of the schema" in proc.stderr
     assert message in proc.stderr, proc.stderr
 
@@ -276,14 +282,25 @@ def test_mlflow_accepts_the_hosts_clients_use_and_nothing_else():
 
 
 def test_registration_job_arguments_parse_with_the_register_cli():
+    from olmoflow.cli import build_parser
     from olmoflow.cluster.register import parser
 
     job = one(render(), "Job", "-register-pipeline")
     assert job["metadata"]["annotations"]["helm.sh/hook"] == "post-install,post-upgrade"
-    command = job["spec"]["template"]["spec"]["containers"][0]["command"]
+    pod = job["spec"]["template"]["spec"]
+    # the init container compiles from the mounted ConfigMap into the volume the register container reads
+    [compile_] = pod["initContainers"]
+    assert compile_["command"][0] == "olmoflow"
+    compiled = build_parser().parse_args(compile_["command"][1:])
+    mounts = {m["mountPath"]: m["name"] for m in compile_["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes[mounts["/etc/olmoflow"]]["configMap"]["name"] == "olmoflow-cluster"
+    assert (compiled.cluster_config, compiled.settings) == ("/etc/olmoflow/cluster.json", "/etc/olmoflow/settings.yaml")
+    command = pod["containers"][0]["command"]
     assert command[:3] == ["python", "-m", "olmoflow.cluster.register"]
     args = parser().parse_args(command[3:])
-    assert (args.name, args.version, str(args.file)) == ("olmo3-model-flow", "0.1.0", "/opt/olmoflow/model_flow.yaml")
+    assert (args.name, args.version, str(args.file)) == ("olmo3-model-flow", "0.1.0", compiled.output)
+    assert str(args.file).startswith(next(p for p, n in mounts.items() if n == "work"))
     assert args.description.startswith("Olmo 3 model flow: curate")
     assert not by_kind(render(None, "pipeline.register=false"), "Job")
 
@@ -316,7 +333,13 @@ def test_no_secret_value_outside_secrets(values):
 def test_bundled_postgres_uri_matches_its_password_and_service():
     docs = render(CHART / "ci" / "bundled-postgres-values.yaml")
     secret = one(docs, "Secret", "-postgres")["stringData"]
-    assert secret["uri"] == f"postgresql+psycopg://mlflow:{secret['password']}@olmoflow-postgres:5432/mlflow"
+    assert secret == {"password": "not-a-real-password-1234"}
+    env = {e["name"]: e for e in one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]}
+    # the kubelet expands $(POSTGRES_PASSWORD) from the entry before it: the URI exists only inside the pod
+    assert list(env).index("POSTGRES_PASSWORD") < list(env).index("MLFLOW_BACKEND_STORE_URI")
+    assert env["MLFLOW_BACKEND_STORE_URI"]["value"] == \
+        "postgresql+psycopg://mlflow:$(POSTGRES_PASSWORD)@olmoflow-postgres:5432/mlflow"
+    assert env["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "olmoflow-postgres", "key": "password"}
     service, sts = one(docs, "Service", "-postgres"), one(docs, "StatefulSet")
     assert sts["spec"]["serviceName"] == service["metadata"]["name"]
     assert sts["spec"]["volumeClaimTemplates"][0]["spec"]["storageClassName"] == "fast-ssd"
@@ -340,18 +363,20 @@ def test_pods_run_as_non_root_with_read_only_roots(values):
 
 
 def test_mlflow_reads_its_database_uri_from_a_secret():
-    for values, secret, key in ((None, "olmoflow-postgres", "uri"),
+    for values, secret, key in ((None, "olmoflow-postgres", "password"),
+                                (CHART / "ci" / "team-install-values.yaml", "team-postgres", "password"),
                                 (CHART / "ci" / "external-postgres-values.yaml", "mlflow-db", "connection-uri")):
         pod = one(render(values), "Deployment")["spec"]["template"]["spec"]
         for c in pod["containers"] + pod.get("initContainers", []):
             env = {e["name"]: e for e in c["env"]}
-            assert env["MLFLOW_BACKEND_STORE_URI"]["valueFrom"]["secretKeyRef"] == {"name": secret, "key": key}
+            ref = env.get("POSTGRES_PASSWORD", env["MLFLOW_BACKEND_STORE_URI"])["valueFrom"]["secretKeyRef"]
+            assert ref == {"name": secret, "key": key}
         args = pod["containers"][0]["args"]
         assert "--serve-artifacts" in args and any(a.startswith("--artifacts-destination=s3://") for a in args)
 
 
 def test_notes_tell_where_mlflow_is_and_how_to_test():
-    proc = helm("install", "olmoflow", str(CHART), "--namespace", NAMESPACE, "--dry-run=client")
+    proc = helm("install", "olmoflow", str(CHART), "--namespace", NAMESPACE, "--dry-run=client", "-f", str(MINIMAL))
     notes = proc.stdout[proc.stdout.index("NOTES:"):]
     assert "http://olmoflow-mlflow.kubeflow.svc:5000" in notes and "helm test olmoflow -n kubeflow" in notes
     assert 'Pipeline "olmo3-model-flow" is registered' in notes
