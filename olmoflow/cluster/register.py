@@ -5,7 +5,8 @@
 
 The Helm chart runs this as a post-install/post-upgrade Job in the curate image, after an init container has
 compiled the pipeline with the release's settings (`olmoflow compile --cluster-config --settings`, from the
-release's ConfigMap), so the registered pipeline's pods use the install's names, images and pool. It is idempotent: the version name is `{version}-{sha256(yaml)[:8]}`, so rerunning
+release's ConfigMap), so the registered pipeline's pods use the install's names, images and pool. It is
+idempotent: the version name is `{version}-{sha256(yaml)[:8]}`, so rerunning
 the hook uploads nothing new, while a changed pipeline under the same package version still gets a version.
 """
 
