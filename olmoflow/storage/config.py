@@ -1,27 +1,38 @@
-"""Knobs of the artifact store's I/O: S3 retries and timeouts, multipart sizes, parallelism, list page size."""
+"""Knobs of the artifact store's I/O: S3 retries and timeouts, multipart sizes, parallelism, list page size.
+
+Every knob can also be set for a whole process by the environment, OLMOFLOW_S3_{KNOB} (OLMOFLOW_S3_TRANSIENT_RETRIES=10,
+OLMOFLOW_S3_BACKOFF_MAX=30): the store is opened from a URI alone in many places (runner, stages, lineage), so the
+environment is how a pod or a test tunes them all. A value given to StorageConfig(...) wins over the environment.
+"""
 
 from __future__ import annotations
 
-from pydantic import Field
+import os
+from typing import Annotated, Any
+
+from pydantic import Field, TypeAdapter, ValidationError, model_validator
 
 from olmoflow._base import Section
 
 MiB = 1024 * 1024
+ENV_PREFIX = "OLMOFLOW_S3_"
 
 
 class StorageConfig(Section):
     max_attempts: int = Field(3, ge=1)
     """Attempts per S3 request, the first included (botocore "standard" mode: throttling, 5xx, dropped connections)."""
     connect_timeout: float = Field(3.0, gt=0)
-    """Seconds to open a connection; with max_attempts it bounds how long a dead endpoint takes to fail."""
+    """Seconds to open a connection; with max_attempts it bounds how long a never-reached endpoint takes to fail."""
     read_timeout: float = Field(60.0, gt=0)
     """Seconds to wait for the next bytes of a response."""
-    transient_retries: int = Field(3, ge=0)
-    """Extra retries of failures the SDK does not retry itself: a download stream cut mid-body, a write conflict."""
+    transient_retries: int = Field(6, ge=0)
+    """Extra tries of a whole operation (an object put or fetched, a prefix listed) after botocore's attempts fail
+    on an outage: the endpoint gone or broken off mid-transfer (once it has answered this process), a 5xx, a
+    throttle, a download stream cut mid-body, a write conflict. With the backoff defaults they wait 12-24 s in all."""
     backoff_base: float = Field(0.5, gt=0)
-    """Seconds; retry n sleeps a uniform random time in [0, min(backoff_max, backoff_base * 2**n)] (full jitter)."""
+    """Seconds; retry n waits a uniform random time in [c/2, c], c = min(backoff_max, backoff_base * 2**n)."""
     backoff_max: float = Field(8.0, gt=0)
-    """Longest sleep between two extra retries, in seconds."""
+    """Longest wait between two whole-operation retries, in seconds."""
     multipart_threshold: int = Field(64 * MiB, ge=1)
     """Bytes; files at least this large go up and down in parts, in parallel."""
     multipart_chunksize: int = Field(64 * MiB, ge=5 * MiB)
@@ -30,3 +41,22 @@ class StorageConfig(Section):
     """Threads per multipart transfer, and files in flight in upload_dir / download_dir."""
     list_page_size: int = Field(1000, ge=1, le=1000)
     """Keys per ListObjectsV2 page (S3 never returns more than 1000)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_environment(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for name, field in cls.model_fields.items():
+            var = ENV_PREFIX + name.upper()
+            raw = os.environ.get(var)
+            if name in data or raw is None:
+                continue
+            try:
+                data[name] = TypeAdapter(Annotated[field.annotation, *field.metadata]).validate_python(raw.strip())
+            except ValidationError as e:
+                # Not a ValueError, so pydantic passes it on as is: one line naming the variable.
+                from olmoflow.storage.base import StorageError
+                raise StorageError(f"{var}={raw!r}: {e.errors()[0]['msg'].lower()}") from None
+        return data

@@ -4,9 +4,16 @@ Endpoint, credentials and region come from the usual AWS environment (AWS_ENDPOI
 boto3 reads them itself. One client per process is made on first use and shared by all threads.
 
 Retries come in two layers. botocore's "standard" mode retries each request (throttling, 5xx, dropped
-connections) up to `max_attempts`. Around that, a few failures the SDK cannot see are retried with exponential
-backoff and full jitter: a GET whose body stream breaks off after the response began, and S3's 409
-ConditionalRequestConflict. Connection failures are not retried twice, so a dead endpoint fails in seconds.
+connections) up to `max_attempts`, within seconds. Around that, each whole operation (an object put or fetched, a
+prefix listed or deleted) is retried with exponential backoff when it failed on an outage that botocore's attempts
+did not outlast, or in a way the SDK cannot see (a GET body cut mid-stream, a write conflict): retry.py says which,
+and StorageConfig (or OLMOFLOW_S3_* in the environment) how often. An endpoint that never answered this process
+fails in seconds (a wrong URL is not an outage). Giving up is one line naming the object, the endpoint, the cause
+and the retries spent.
+
+upload_dir checks, with one listing, that every file is in the store with its local size before it returns, so the
+artifact store's manifest (written after it) never describes a missing or truncated object. Reads are checked
+against the manifest's sha256 by the artifact store (olmoflow/artifacts.py).
 
 An S3 PUT is atomic (a multipart upload too: the object appears at CompleteMultipartUpload), so writes need no
 temp objects. overwrite=False is one conditional PUT (If-None-Match: *, so at most 5 GB: it is meant for
@@ -18,8 +25,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
-import random
 import secrets
 import threading
 import time
@@ -43,9 +50,10 @@ from botocore.exceptions import (
 from s3transfer.exceptions import RetriesExceededError
 from urllib3.exceptions import HTTPError as URLLib3Error
 
-from olmoflow.storage.base import ObjectExists, ObjectNotFound, Storage, StorageError
+from olmoflow.storage.base import ObjectExists, ObjectNotFound, Storage, StorageError, join
 from olmoflow.storage.config import StorageConfig
 from olmoflow.storage.local import TMP_PREFIX
+from olmoflow.storage.retry import GaveUp, StreamCut, answered, delay, reached, transient
 
 T = TypeVar("T")
 
@@ -57,10 +65,7 @@ _CLIENTS_LOCK = threading.Lock()
 _NO_CONDITIONAL_PUT: set[str] = set()
 """Endpoints that answered 501 to If-None-Match; they get check-then-put."""
 _DELETE_BATCH = 1000  # DeleteObjects takes at most 1000 keys
-
-
-class _StreamCut(Exception):
-    """The body of a GET broke off mid-read: botocore has already returned, so only we can retry it."""
+log = logging.getLogger("olmoflow")
 
 
 def client(cfg: StorageConfig) -> Any:
@@ -112,8 +117,7 @@ class S3Storage(Storage):
     def exists(self, uri: str) -> bool:
         bucket, key = _object(uri)
         try:
-            with self._errors(uri):
-                self.client.head_object(Bucket=bucket, Key=key)
+            self._call(uri, lambda: self.client.head_object(Bucket=bucket, Key=key))
             return True
         except ObjectNotFound:
             return False
@@ -126,29 +130,28 @@ class S3Storage(Storage):
             try:
                 return body.read()
             except (BotoCoreError, URLLib3Error, OSError) as e:
-                raise _StreamCut(_one_line(e)) from e
+                raise StreamCut(_one_line(e)) from e
             finally:
                 body.close()
 
-        with self._errors(uri):
-            return self._retrying(get)
+        return self._call(uri, get)
 
     def write_bytes(self, uri: str, data: bytes, overwrite: bool = True) -> None:
         bucket, key = _object(uri)
-        with self._errors(uri):
-            if not overwrite:
-                self._put_new(uri, bucket, key, data)
-            elif len(data) >= self.cfg.multipart_threshold:
-                self.client.upload_fileobj(io.BytesIO(data), bucket, key, Config=self._transfer)
-            else:
-                self.client.put_object(Bucket=bucket, Key=key, Body=data)
+        if not overwrite:
+            self._put_new(uri, bucket, key, data)
+        elif len(data) >= self.cfg.multipart_threshold:
+            self._call(uri, lambda: self.client.upload_fileobj(io.BytesIO(data), bucket, key, Config=self._transfer))
+        else:
+            self._call(uri, lambda: self.client.put_object(Bucket=bucket, Key=key, Body=data))
 
     def upload_file(self, local_path: str | os.PathLike[str], uri: str) -> None:
         src = Path(local_path)
         if not src.is_file():
             raise StorageError(f"{src}: no such local file to upload to {uri}")
         bucket, key = _object(uri)
-        with self._errors(uri):
+
+        def put() -> None:
             if src.stat().st_size >= self.cfg.multipart_threshold:
                 self.client.upload_file(str(src), bucket, key, Config=self._transfer)
                 return
@@ -156,14 +159,28 @@ class S3Storage(Storage):
             with open(src, "rb") as f:
                 self.client.put_object(Bucket=bucket, Key=key, Body=f)
 
+        self._call(uri, put)
+
+    def upload_dir(self, local_dir: str | os.PathLike[str], uri_prefix: str) -> list[str]:
+        """Upload every file under `local_dir`, then check with one listing that each is there with its size."""
+        keys = super().upload_dir(local_dir, uri_prefix)
+        bucket, prefix = _folder(uri_prefix)
+        stored = {k[len(prefix):]: size for k, size in self._objects(uri_prefix, bucket, prefix)}
+        for k in keys:
+            want = (Path(local_dir) / k).stat().st_size
+            got = stored.get(k)
+            if got != want:
+                found = "does not hold it" if got is None else f"holds {got} of its {want} bytes"
+                raise StorageError(f"{join(uri_prefix, k)}: uploaded, but S3 endpoint {self.endpoint} {found}")
+        return keys
+
     def download_file(self, uri: str, local_path: str | os.PathLike[str]) -> None:
         bucket, key = _object(uri)
         dest = Path(local_path)
         tmp = dest.parent / f"{TMP_PREFIX}{secrets.token_hex(8)}"
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
-            with self._errors(uri):
-                self.client.download_file(bucket, key, str(tmp), Config=self._transfer)
+            self._call(uri, lambda: self.client.download_file(bucket, key, str(tmp), Config=self._transfer))
             os.replace(tmp, dest)
         except OSError as e:
             if isinstance(e, StorageError):
@@ -176,16 +193,15 @@ class S3Storage(Storage):
     def list(self, uri_prefix: str) -> list[str]:
         bucket, prefix = _folder(uri_prefix)
         # "a/" keys are folder placeholders some consoles create: not objects a local folder could hold.
-        return sorted(k[len(prefix):] for k in self._keys(uri_prefix, bucket, prefix) if not k.endswith("/"))
+        return sorted(k[len(prefix):] for k, _ in self._objects(uri_prefix, bucket, prefix) if not k.endswith("/"))
 
     def delete_prefix(self, uri_prefix: str) -> None:
         bucket, prefix = _folder(uri_prefix)
-        keys = self._keys(uri_prefix, bucket, prefix)
+        keys = [k for k, _ in self._objects(uri_prefix, bucket, prefix)]
         for i in range(0, len(keys), _DELETE_BATCH):
             batch = [{"Key": k} for k in keys[i:i + _DELETE_BATCH]]
-            with self._errors(uri_prefix):
-                errors = self.client.delete_objects(
-                    Bucket=bucket, Delete={"Objects": batch, "Quiet": True}).get("Errors", [])
+            errors = self._call(uri_prefix, lambda batch=batch: self.client.delete_objects(
+                Bucket=bucket, Delete={"Objects": batch, "Quiet": True})).get("Errors", [])
             if errors:
                 e = errors[0]
                 raise StorageError(f"s3://{bucket}/{e['Key']}: S3 endpoint {self.endpoint} refused to delete it "
@@ -193,40 +209,80 @@ class S3Storage(Storage):
 
     # --- helpers -------------------------------------------------------------------------------------------
 
-    def _keys(self, uri: str, bucket: str, prefix: str) -> list[str]:
-        pages = self.client.get_paginator("list_objects_v2").paginate(
-            Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": self.cfg.list_page_size})
-        with self._errors(uri):
-            return [obj["Key"] for page in pages for obj in page.get("Contents", [])]
+    def _objects(self, uri: str, bucket: str, prefix: str) -> list[tuple[str, int]]:
+        """(key, size) of every object under the prefix; a listing cut by an outage starts over."""
+        def pages() -> list[tuple[str, int]]:
+            paginator = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": self.cfg.list_page_size})
+            return [(obj["Key"], obj["Size"]) for page in paginator for obj in page.get("Contents", [])]
+
+        return self._call(uri, pages)
 
     def _put_new(self, uri: str, bucket: str, key: str, data: bytes) -> None:
         endpoint = self.endpoint
         exists = ObjectExists(f"{uri}: already exists at S3 endpoint {endpoint} (refusing to overwrite)")
+        tries = [0]
+
+        def put() -> None:
+            tries[0] += 1
+            try:
+                self.client.put_object(Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
+            except ClientError as e:
+                # A retry refused because the object exists: our previous try may have landed with its answer
+                # lost on the way back. The same bytes there mean it did, and the write is done.
+                if tries[0] > 1 and _precondition_failed(e) and self._holds(bucket, key, data):
+                    return
+                raise
+
         if endpoint not in _NO_CONDITIONAL_PUT:
             try:
-                self._retrying(lambda: self.client.put_object(Bucket=bucket, Key=key, Body=data, IfNoneMatch="*"))
+                with self._errors(uri):
+                    self._retrying(uri, put)
                 return
-            except ClientError as e:
-                if _code(e) == "PreconditionFailed" or _status(e) == 412:
+            except StorageError as e:
+                cause = _sdk_error(e.__cause__)
+                if isinstance(cause, ClientError) and _precondition_failed(cause):
                     raise exists from None
-                if _code(e) != "NotImplemented" and _status(e) != 501:
+                if not isinstance(cause, ClientError) or (_code(cause) != "NotImplemented"
+                                                          and _status(cause) != 501):
                     raise
             _NO_CONDITIONAL_PUT.add(endpoint)
         if self.exists(uri):
             raise exists
-        self.client.put_object(Bucket=bucket, Key=key, Body=data)
+        self._call(uri, lambda: self.client.put_object(Bucket=bucket, Key=key, Body=data))
 
-    def _retrying(self, fn: Callable[[], T]) -> T:
-        """Call fn, retrying the failures botocore does not, with exponential backoff and full jitter."""
-        attempt = 0
+    def _holds(self, bucket: str, key: str, data: bytes) -> bool:
+        try:
+            return self.client.get_object(Bucket=bucket, Key=key)["Body"].read() == data
+        except (BotoCoreError, ClientError, URLLib3Error, OSError):
+            return False
+
+    def _call(self, uri: str, fn: Callable[[], T]) -> T:
+        """fn() with whole-operation retries, its failure one StorageError line naming `uri` and the endpoint."""
+        with self._errors(uri):
+            return self._retrying(uri, fn)
+
+    def _retrying(self, uri: str, fn: Callable[[], T]) -> T:
+        """Call fn, retrying what retry.transient allows, with exponential backoff (retry.delay)."""
+        endpoint, attempt, started = self.endpoint, 0, time.monotonic()
         while True:
             try:
-                return fn()
-            except (_StreamCut, ClientError) as e:
-                transient = isinstance(e, _StreamCut) or _code(e) == "ConditionalRequestConflict"
-                if not transient or attempt >= self.cfg.transient_retries:
+                result = fn()
+                reached(endpoint)
+                return result
+            except Exception as e:
+                if answered(_sdk_error(e) or e):
+                    reached(endpoint)
+                if not transient(e, endpoint):
                     raise
-            time.sleep(random.uniform(0, min(self.cfg.backoff_max, self.cfg.backoff_base * 2 ** attempt)))
+                if attempt >= self.cfg.transient_retries:
+                    if attempt == 0:
+                        raise
+                    raise GaveUp(attempt, time.monotonic() - started) from e
+                wait = delay(self.cfg, attempt)
+                log.warning("%s; retry %d of %d in %.1f s", self._explain(uri, _sdk_error(e) or e), attempt + 1,
+                            self.cfg.transient_retries, wait)
+            time.sleep(wait)
             attempt += 1
 
     @contextlib.contextmanager
@@ -236,6 +292,9 @@ class S3Storage(Storage):
             yield
         except StorageError:
             raise
+        except GaveUp as e:
+            err = self._explain(uri, _sdk_error(e.__cause__) or e.__cause__)
+            raise type(err)(f"{err}; {e} (OLMOFLOW_S3_TRANSIENT_RETRIES={self.cfg.transient_retries})") from e
         except Exception as e:
             cause = _sdk_error(e)
             if cause is None:
@@ -244,7 +303,7 @@ class S3Storage(Storage):
 
     def _explain(self, uri: str, e: BaseException) -> StorageError:
         ep = self.endpoint
-        if isinstance(e, _StreamCut):
+        if isinstance(e, StreamCut):
             return StorageError(f"{uri}: the download from S3 endpoint {ep} kept breaking off ({e})")
         if isinstance(e, RetriesExceededError):
             return StorageError(f"{uri}: the download from S3 endpoint {ep} kept breaking off "
@@ -294,10 +353,14 @@ def _folder(uri: str) -> tuple[str, str]:
 def _sdk_error(e: BaseException | None) -> BaseException | None:
     """The first SDK error along the chain: boto3 wraps upload failures in S3UploadFailedError."""
     while e is not None:
-        if isinstance(e, (BotoCoreError, ClientError, _StreamCut, RetriesExceededError)):
+        if isinstance(e, (BotoCoreError, ClientError, StreamCut, RetriesExceededError)):
             return e
         e = e.__cause__ or e.__context__
     return None
+
+
+def _precondition_failed(e: ClientError) -> bool:
+    return _code(e) == "PreconditionFailed" or _status(e) == 412
 
 
 def _code(e: ClientError) -> str:
