@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -11,6 +12,9 @@ from olmoflow.storage import join, storage_for
 
 COMPLETE = ".complete"
 """The marker a step folder gets last: without it the folder is partial and never read."""
+STEP = re.compile(r"step-\d{6,}")
+"""A step folder's name: only such names (from a listing of the store, which anyone with write access may fill)
+are ever joined to a path, downloaded or deleted."""
 
 
 class WorkDir:
@@ -33,10 +37,12 @@ class WorkDir:
         """Names of the complete steps, oldest first (for a remote store: the ones in the store)."""
         if self.remote is not None:
             keys = self._storage.list(self.remote)
-            return sorted({k.split("/")[0] for k in keys if k.count("/") == 1 and k.endswith("/" + COMPLETE)})
+            return sorted({k.split("/")[0] for k in keys if k.count("/") == 1 and k.endswith("/" + COMPLETE)
+                           and STEP.fullmatch(k.split("/")[0])})
         if not self.local.exists():
             return []
-        return sorted(p.name for p in self.local.glob("step-*") if p.is_dir() and (p / COMPLETE).exists())
+        return sorted(p.name for p in self.local.glob("step-*")
+                      if STEP.fullmatch(p.name) and p.is_dir() and not p.is_symlink() and (p / COMPLETE).exists())
 
     def latest_name(self) -> str | None:
         steps = self.steps()
@@ -50,6 +56,8 @@ class WorkDir:
     def fetch(self, name: str) -> Path:
         """The local folder of complete step `name`; from a remote store it is downloaded once, into a temp folder
         renamed at the end (a killed download is never taken for a complete step), and older copies go."""
+        if not STEP.fullmatch(name):
+            raise ValueError(f"in-stage checkpoints {self.remote or self.local}: {name!r} is not a step folder name")
         target = self.local / name
         if self.remote is None or (target / COMPLETE).exists():
             return target

@@ -1,10 +1,12 @@
 """In-stage checkpoints of a post-training run, so a killed stage resumes exactly: RLVR's (one process: weights,
 optimizer, RNG, the sampler's stream, and a JSON of the loop's own state: step, data position, the curve so far,
-metrics measured before training), and SFT's and DPO's on any number of ranks (`resume_sharded`)."""
+metrics measured before training), and SFT's and DPO's on any number of ranks (`resume_sharded`). Nothing is
+unpickled: tensors load weights-only, the loop's state is JSON."""
 
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +33,11 @@ def load_state(d: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
                generator: torch.Generator | None = None) -> dict[str, Any]:
     """Restore everything save_state wrote (onto the model's device, wherever it was saved); returns the loop
     state."""
-    blob = torch.load(d / "state.pt", weights_only=True, map_location="cpu")
+    try:  # weights only: a store's .work/ may be written by someone else, and a pickle would run their code
+        blob = torch.load(d / "state.pt", weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError:
+        raise ValueError(f"{d}/state.pt holds more than tensors and plain data (a pickled object); refusing to "
+                         f"load it") from None
     if generator is not None:
         if blob["generator"] is None:
             raise ValueError(f"{d}: in-stage checkpoint has no sampler RNG state")

@@ -13,7 +13,6 @@ global batch in tokens is the same for any world size, so the loss curve does no
 
 from __future__ import annotations
 
-import pickle
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,7 +29,7 @@ from olmoflow.train.config import TrainConfig
 from olmoflow.train.loader import TokenLoader
 from olmoflow.train.mfu import peak_flops
 from olmoflow.train.optim import build_optimizer
-from olmoflow.train.resume import ResumeError, Resumer, rng_state, set_rng_state
+from olmoflow.train.resume import ResumeError, Resumer, decode_rng, encode_rng, rng_state, set_rng_state
 from olmoflow.train.schedule import lr_factor
 from olmoflow.train.skip import SpikeDetector
 from olmoflow.train.world import World, autocast
@@ -88,8 +87,8 @@ class Trainer:
 
     def dcp_extra(self) -> dict[str, Any]:
         """What goes into the DCP checkpoint besides model and optimizer: this rank's RNG states under its own
-        key (ranks draw different numbers), and the running weight sums (sharded like the model)."""
-        extra: dict[str, Any] = {f"rng.rank{self.world.rank}": pickle.dumps(rng_state())}
+        key (ranks draw different numbers) as JSON bytes, and the running weight sums (sharded like the model)."""
+        extra: dict[str, Any] = {f"rng.rank{self.world.rank}": encode_rng(rng_state())}
         extra.update({f"sum.{n}": s.tensors for n, s in self.sums.items() if s.count})
         return extra
 
@@ -107,13 +106,13 @@ class Trainer:
             self.sums.setdefault(name, WeightSum())
         template = {rng_key: b"", **{f"sum.{n}": self.sums[n].template(self.model) for n in counts}}
         loaded = dist_checkpoint.load(folder, self.model, self.opt, template)
-        set_rng_state(pickle.loads(loaded[rng_key]))
+        set_rng_state(decode_rng(loaded[rng_key], f"{folder} ({rng_key})"))
         for name, count in counts.items():
             self.sums[name].restore(loaded[f"sum.{name}"], count)
         self.step = int(state["step"])
         self.loader.load_state_dict(state["loader"])
         self.skip.load_state_dict(state["skip"])
-        self.curve = list(state["curve"])
+        self.curve = [(int(s), float(loss)) for s, loss in state["curve"]]  # JSON gave back lists
         self.extra = state["extra"]
 
     def export_model(self) -> Olmo3 | None:

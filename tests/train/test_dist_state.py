@@ -43,7 +43,7 @@ def test_two_machines_resume_through_s3_with_their_rng_and_a_sharded_average(tmp
     keys = storage_for(remote).list(remote)
     assert [k for k in keys if k.startswith("step-000008/")] == [
         "step-000008/.complete", "step-000008/dcp/.metadata", "step-000008/dcp/__0_0.distcp",
-        "step-000008/dcp/__1_0.distcp", "step-000008/meta.json", "step-000008/state.pt"]
+        "step-000008/dcp/__1_0.distcp", "step-000008/meta.json", "step-000008/state.json"]
     assert {k.split("/")[0] for k in keys} == {"step-000004", "step-000008"}
     # The machines' disks only staged the steps: nothing stays there.
     assert [p for p in root.glob("a-rank*/**/*") if p.is_file()] == []

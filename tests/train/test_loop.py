@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 import os
-import pickle
 import signal
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from trainkit import VOCAB, make_trainer, markov_docs, resume_and_fit
 
 from olmoflow.train.evaluate import val_losses
 from olmoflow.train.packing import IGNORE
-from olmoflow.train.resume import ResumeError, Resumer, rng_state, set_rng_state
+from olmoflow.train.resume import ResumeError, Resumer, decode_rng, encode_rng, rng_state, set_rng_state
 
 HERE = Path(__file__).parent
 
@@ -145,7 +144,7 @@ def test_cuda_rng_states_travel_with_the_checkpoint(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: saved)
     monkeypatch.setattr(torch.cuda, "set_rng_state_all", restored.append)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    state = pickle.loads(pickle.dumps(rng_state()))  # as the DCP checkpoint stores it
+    state = decode_rng(encode_rng(rng_state()), "test")  # as the DCP checkpoint stores it: JSON
     assert [s.tolist() for s in state["cuda"]] == [[1, 2], [3, 4]]
     set_rng_state(state)
     assert [[s.tolist() for s in r] for r in restored] == [[[1, 2]]]  # the one GPU this machine has
@@ -157,7 +156,7 @@ def test_cuda_rng_states_travel_with_the_checkpoint(monkeypatch):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_rng_state_round_trip_on_a_gpu():
-    state = pickle.loads(pickle.dumps(rng_state()))
+    state = decode_rng(encode_rng(rng_state()), "test")
     first = torch.rand(4, device="cuda")
     set_rng_state(state)
     assert torch.equal(torch.rand(4, device="cuda"), first)
