@@ -139,8 +139,9 @@ class Artifact:
 def read_manifest(uri: str, kind: str | None = None) -> dict[str, Any]:
     """The manifest of a complete artifact; a partial or corrupt one, or (given `kind`) one of another kind, is an
     ArtifactError naming the URI."""
+    storage = storage_for(uri)  # an unsupported scheme is its own one-line StorageError, not "not complete"
     try:
-        raw = storage_for(uri).read_bytes(join(uri, MANIFEST))
+        raw = storage.read_bytes(join(uri, MANIFEST))
     except StorageError as e:
         if "cannot reach" in str(e):
             raise

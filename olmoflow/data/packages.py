@@ -101,14 +101,30 @@ def _tar_members(tf: tarfile.TarFile, patterns: tuple[str, ...]) -> Iterator[tup
                 yield name, f.read()
 
 
+def confined(dest: Path, rel: str, what: str) -> Path:
+    """dest / rel, for a relative path with no '..', '.' or empty segment (and no backslash, which Windows-made
+    archives use as a separator); otherwise a PackageError naming `what`."""
+    parts = rel.split("/")
+    if any(p in ("", ".", "..") for p in parts) or "\\" in rel or "\0" in rel:
+        raise PackageError(f"{what} is not a relative path inside {dest}; refusing to extract it")
+    return dest.joinpath(*parts)
+
+
 def extract(archive: Path, dest: Path, rules: list[tuple[str, Callable[[str], str]]]) -> int:
-    """Write the members matching each (glob, rename) rule to dest / rename(member name); returns files written."""
+    """Write the members matching each (glob, rename) rule to dest / rename(member name); returns files written.
+
+    A package is someone else's archive: a member whose name (after renaming) is absolute, climbs out with '..',
+    or would be written through a link leading out of `dest` is refused with a PackageError naming it, before
+    anything is written for it. Only regular files are written (archive_members yields no links or devices)."""
     n = 0
     patterns = tuple(p for p, _ in rules)
+    root = dest.resolve()
     for name, data in archive_members(archive, patterns):
         rename = next(r for p, r in rules if _matches(name, (p,)))
-        out = dest / rename(name)
+        out = confined(dest, rename(name), f"{archive.name}: member {name!r}")
         out.parent.mkdir(parents=True, exist_ok=True)
+        if out.is_symlink() or not out.parent.resolve().is_relative_to(root):
+            raise PackageError(f"{archive.name}: member {name!r} would be written through a link out of {dest}")
         out.write_bytes(data)
         n += 1
     return n

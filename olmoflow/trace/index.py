@@ -33,6 +33,41 @@ class Hit:
     after: str
 
 
+FILES = ("index.json", "tokenizer.json", "vocab.npy", "unigram.npy", "docs.idx.npy", "docs.jsonl")
+"""What an index folder holds besides the engine's folder; nothing else (no path named in a file) is opened."""
+
+
+def confine(root: Path, uri: str) -> None:
+    """Refuse an index folder in which a file the index reads is a link leading out of it (an index may be a
+    plain folder anyone could have filled, and the engine opens every file in its folder)."""
+    inside = root.resolve()
+    for p in [root / f for f in FILES] + sorted((root / ENGINE).rglob("*")):
+        if (p.exists() or p.is_symlink()) and not p.resolve().is_relative_to(inside):
+            raise TraceError(f"trace: {uri}: {p.relative_to(root)} leads outside the index (to {p.resolve()}); "
+                             f"refusing it")
+
+
+def _meta(path: Path, uri: str) -> dict[str, Any]:
+    try:
+        meta = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise TraceError(f"trace: {uri}: index.json is not JSON ({str(e).splitlines()[0]})") from None
+    if not (isinstance(meta, dict) and type(meta.get("eos")) is int and isinstance(meta.get("tokenizer"), str)):
+        raise TraceError(f"trace: {uri}: index.json lacks an integer eos and a tokenizer id")
+    return meta
+
+
+def _array(path: Path, uri: str) -> np.ndarray:
+    """A numeric .npy (never a pickled object array: np.load refuses those without allow_pickle)."""
+    try:
+        arr = np.load(path)
+    except (ValueError, OSError, EOFError) as e:
+        raise TraceError(f"trace: {uri}: {path.name} is not a numeric array ({str(e).splitlines()[0]})") from None
+    if not (isinstance(arr, np.ndarray) and arr.dtype.kind in "iuf"):
+        raise TraceError(f"trace: {uri}: {path.name} is not a numeric array")
+    return arr
+
+
 class TraceIndex:
     def __init__(self, path: Path, uri: str | None = None):
         from infini_gram.engine import InfiniGramEngine
@@ -42,13 +77,14 @@ class TraceIndex:
         meta_path = self.path / "index.json"
         if not meta_path.is_file():
             raise TraceError(f"trace: {self.uri} is not a trace index (no index.json)")
-        self.meta = json.loads(meta_path.read_text())
+        confine(self.path, self.uri)
+        self.meta = _meta(meta_path, self.uri)
         self.tokenizer = Tokenizer.from_file(str(self.path / "tokenizer.json"))
-        self.vocab = DenseVocab(np.load(self.path / "vocab.npy"))
-        counts = np.load(self.path / "unigram.npy").astype(np.float64)
+        self.vocab = DenseVocab(_array(self.path / "vocab.npy", self.uri))
+        counts = _array(self.path / "unigram.npy", self.uri).astype(np.float64)
         # log p of each dense id; the never-seen id gets that of a count of one half
         self.logp = np.log(np.append(counts, 0.5) / counts.sum())
-        self._rows = np.load(self.path / "docs.idx.npy")
+        self._rows = _array(self.path / "docs.idx.npy", self.uri)
         self._table = open(self.path / "docs.jsonl", "rb")  # noqa: SIM115 -- held for the index's life
         self.engine = InfiniGramEngine(index_dir=str(self.path / ENGINE), eos_token_id=int(self.meta["eos"]),
                                        ds_prefetch_depth=0, sa_prefetch_depth=0, od_prefetch_depth=0)
