@@ -1,7 +1,9 @@
 """Requirement 6: olmoflow's multiple-choice scores agree with the reference harness. The same model, exported to
 HF (olmoflow/model/hf.py), is scored by lm-eval-harness's HF backend (PyPI lm-eval, `HFLM.loglikelihood` fed our
 (context, continuation) strings as Instances, no task YAMLs) and by mc_tasks.score, on 300 ARC-Easy items in both
-formats: accuracy must agree within 0.5 points and the gold continuation's bits-per-byte within 1%."""
+formats: accuracy must agree within 0.5 points and the gold continuation's bits-per-byte within 1%. (With this
+400-id tokenizer some lettered prompts overrun the 512-token window, so both sides' left truncation is compared
+too.) Measured: identical accuracies, bits-per-byte within ~1e-9 relative, choices within ~3e-5 nats."""
 
 from __future__ import annotations
 
