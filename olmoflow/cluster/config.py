@@ -135,5 +135,5 @@ def load_cluster_config(path: str | Path | None = None) -> ClusterConfig:
     except ValidationError as e:
         err = e.errors()[0]
         loc = ".".join(str(p) for p in err["loc"])
-        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
         raise ValueError(f"cluster config {path}: {loc}: {msg}") from None

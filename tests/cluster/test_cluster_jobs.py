@@ -29,7 +29,10 @@ CFG = ClusterConfig(
     namespace="ml", s3_secret="olmoflow-s3", s3_endpoint="http://minio.storage:9000",
     mlflow_tracking_uri="http://olmoflow-mlflow.ml:5000", cpu="96", memory="1500Gi",
     node_selector={"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},
-    tolerations=[{"key": "nvidia.com/gpu", "effect": "NoSchedule"}], service_account="olmoflow")
+    tolerations=[{"key": "nvidia.com/gpu", "effect": "NoSchedule"}], service_account="olmoflow",
+    # a private registry, an ephemeral work volume and MLflow auth: the field and strict checks below cover them
+    image_pull_secrets=["regcred"], work_dir="/scratch", work_volume="ephemeral", work_size="500Gi",
+    work_storage_class="local-nvme", mlflow_secret="mlflow-user", sources_uri="s3://flows/sources")
 
 
 def spec(nodes: int = 4, name: str = "pretrain-1a2b3c4d-beef", **kw) -> JobSpec:
@@ -165,6 +168,51 @@ def test_secrets_are_referenced_never_inlined():
         for t in pod_templates(m):
             env = env_of(t["spec"]["containers"][0])
             assert "value" not in env["AWS_ACCESS_KEY_ID"] and env["MLFLOW_TRACKING_URI"]["value"].startswith("http")
+
+
+def _pods(m: dict) -> list[dict]:
+    """Every pod spec of a manifest, the TrainJob's runtime patch included."""
+    if m["kind"] == "TrainJob":
+        return [m["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"][0][
+            "template"]["spec"]["template"]["spec"]]
+    return [t["spec"] for t in pod_templates(m)]
+
+
+def test_every_pod_pulls_with_the_secret_and_writes_to_the_sized_work_volume():
+    for m in all_manifests().values():
+        for pod in _pods(m):
+            assert pod["imagePullSecrets"] == [{"name": "regcred"}], m["kind"]
+            work = next(v for v in pod["volumes"] if v["name"] == "work")
+            assert work["ephemeral"]["volumeClaimTemplate"]["spec"] == {
+                "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "500Gi"}},
+                "storageClassName": "local-nvme"}
+            assert {"name": "work", "mountPath": "/scratch"} in pod["containers"][0]["volumeMounts"]
+        env = [e for es in _envs(m) for e in es]
+        plain = {e["name"]: e.get("value") for e in env}
+        assert plain["OLMOFLOW_HOME"] == "/scratch/.olmoflow" and plain["HOME"] == plain["TMPDIR"] == "/scratch"
+        assert plain["OLMOFLOW_SOURCES"] == "s3://flows/sources"
+        assert {"name": "MLFLOW_TRACKING_PASSWORD",
+                "valueFrom": {"secretKeyRef": {"name": "mlflow-user", "key": "MLFLOW_TRACKING_PASSWORD"}}} in env
+    # the default: an emptyDir capped at the size, no pull secrets
+    plain_cfg = ClusterConfig(namespace="ml")
+    pod = pytorch_job(job_spec(plain_cfg, "pretrain", CMD, nodes=2))["spec"]["pytorchReplicaSpecs"]["Master"][
+        "template"]["spec"]
+    assert {"name": "work", "emptyDir": {"sizeLimit": "200Gi"}} in pod["volumes"] and "imagePullSecrets" not in pod
+
+
+def _envs(m: dict) -> list[list[dict]]:
+    if m["kind"] == "TrainJob":
+        return [m["spec"]["trainer"]["env"]]
+    return [t["spec"]["containers"][0]["env"] for t in pod_templates(m)]
+
+
+def test_a_relative_work_dir_is_refused_in_one_line(tmp_path):
+    path = tmp_path / "cluster.json"
+    path.write_text(json.dumps({"work_dir": ".olmoflow"}))
+    with pytest.raises(ValueError) as e:
+        load_cluster_config(path)
+    assert str(e.value) == f"cluster config {path}: work_dir: must be an absolute path (got " \
+                           "'.olmoflow'): a pod's working directory is read-only"
 
 
 def test_pods_run_as_non_root_with_a_read_only_root():
