@@ -69,8 +69,9 @@ def piqa(task: str, r: dict, i: int) -> dict:
 def boolq(task: str, r: dict, i: int) -> dict:
     if not isinstance(r["answer"], bool):
         raise EvalRowError(f"answer {r['answer']!r} is not a boolean")
-    return {"id": f"boolq-{i}", "question": r["question"], "context": r["passage"], "choices": ["no", "yes"],
-            "answer": int(r["answer"])}
+    # OLMES's order, " A. yes\n B. no": gold 0 when the answer is True
+    return {"id": f"boolq-{i}", "question": r["question"], "context": r["passage"], "choices": ["yes", "no"],
+            "answer": 0 if r["answer"] else 1}
 
 
 def sciq(task: str, r: dict, i: int) -> dict:
@@ -132,10 +133,10 @@ def _shot(task: str, block: str, letter: str, k: int) -> dict:
     row = {"id": f"{task}-shot-{k}", "question": question, "choices": texts, "answer": letters.index(letter)}
     if task == "winogrande":
         row["question"] = question.replace("___", "_")
-    elif task == "boolq":  # "{passage}\nQuestion: {question}?" with choices yes/no: the schema's context, [no, yes]
+    elif task == "boolq":  # "{passage}\nQuestion: {question}?" with choices yes/no: the schema's context, [yes, no]
         passage, _, q = question.rpartition("\nQuestion: ")
         yes = texts[letters.index(letter)] == "yes"
-        row.update(question=q.removesuffix("?"), context=passage, choices=["no", "yes"], answer=int(yes))
+        row.update(question=q.removesuffix("?"), context=passage, choices=["yes", "no"], answer=0 if yes else 1)
     return row
 
 

@@ -88,7 +88,7 @@ def test_known_multiple_choice_items():
     assert wino == {"id": "winogrande-0", "choices": ["Sarah", "Maria"], "answer": 1,
                     "question": "Sarah was a much better surgeon than Maria so _ always got the easier cases."}
     boolq = load("boolq")[0]
-    assert boolq["choices"] == ["no", "yes"] and boolq["answer"] == 0 and boolq["context"].startswith("All biomass")
+    assert boolq["choices"] == ["yes", "no"] and boolq["answer"] == 1 and boolq["context"].startswith("All biomass")
     sciq = load("sciq")[0]
     assert sciq["choices"] == ["Linnaeus", "shaw", "Scopes", "darwin"] and sciq["answer"] == 3
     mmlu = load("mmlu")[0]
@@ -104,7 +104,7 @@ def test_known_few_shot_examples():
     assert (wino["choices"], wino["answer"]) == (["garage", "backyard"], 0)
     boolq = read_shots("boolq", files(TASKS["boolq"].train))[0]
     assert boolq["question"] == "do iran and afghanistan speak the same language"
-    assert (boolq["choices"], boolq["answer"]) == (["no", "yes"], 1) and boolq["context"].startswith("Persian language")
+    assert (boolq["choices"], boolq["answer"]) == (["yes", "no"], 0) and boolq["context"].startswith("Persian language")
     gsm = read_shots("gsm8k", files(TASKS["gsm8k"].train))
     assert gsm[0]["answer"] == "6" and gsm[0]["solution"].endswith("So the answer is 6.") and gsm[-1]["answer"] == "8"
     math = read_shots("minerva_math_500", files(TASKS["minerva_math_500"].train))
