@@ -16,15 +16,30 @@ flow experiment is tagged as model development (EXPERIMENT_KIND), and `make ui` 
 view under the UI's "Model training" switch (runs_view_urls). A stage that runs in this process gets MLflow's
 system metrics (CPU, memory, disk, network, and GPU where nvidia-ml-py finds one) on its run, sampled while it
 runs. The model-flow stage registers the flow's checkpoints in the Model Registry (register_model_versions).
+
+A tracking server that goes away mid-stage never fails the stage nor slows its steps: what a stage logs after its
+run is open (metrics, tags, artifacts, its end) goes through a write-behind journal (_Journal), a file on local disk
+that a thread sends to MLflow in order, retrying with backoff while the server is down. end_stage waits for it up
+to DRAIN_ENV seconds; what is still unsent then stays on disk, and the next Tracker for the same tracking URI that
+starts in the same journal folder (JOURNAL_ENV; the next stage on this machine, the flow's driver) sends it. Each
+record is sent once: a journal counts what the server acknowledged, and a record resent because its
+acknowledgement was lost is one MLflow's store already drops (the same key, value, step and time). Opening a stage's
+run, finding the flow's parent run and the Model Registry still need the server at that moment (MLflow's own HTTP
+retries apply).
 """
 
 from __future__ import annotations
 
+import atexit
+import fcntl
 import json
 import logging
 import os
+import shutil
 import tempfile
+import threading
 import time
+import uuid
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -48,6 +63,12 @@ SYSTEM_METRICS_ENV = "MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING"
 """Set to false to log no system metrics."""
 SPOOL_ENV = "OLMOFLOW_TRACKING_SPOOL"
 """A folder the flow's driver replays into MLflow; set by `olmoflow run` for its tasks (olmoflow/flow/local.py)."""
+JOURNAL_ENV = "OLMOFLOW_TRACKING_JOURNAL"
+"""The folder of the write-behind journals (default .olmoflow/tracking-journal under the working directory)."""
+DRAIN_ENV = "OLMOFLOW_TRACKING_DRAIN_S"
+"""Seconds end_stage waits for the journal to reach MLflow before leaving the rest on disk (default 60)."""
+BACKOFF_ENV = "OLMOFLOW_TRACKING_BACKOFF_MAX_S"
+"""The longest wait between two tries while MLflow does not answer (default 15 s; the first waits 0.5 s)."""
 log = logging.getLogger("olmoflow")
 
 
@@ -85,6 +106,8 @@ class Tracker:
         self.client = MlflowClient(self.uri)
         self.flow, self.flow_run = flow, flow_run
         self._monitors: dict[str, Any] = {}
+        self.journal = _Journal(Path(os.environ.get(JOURNAL_ENV) or ".olmoflow/tracking-journal"), self.uri,
+                                self.client)
         exp = self.client.get_experiment_by_name(flow)
         self.experiment_id = exp.experiment_id if exp else self._create_experiment(flow)
         if exp and TAG_EXPERIMENT_KIND not in exp.tags:
@@ -158,7 +181,11 @@ class Tracker:
         monitor = self._monitors.pop(run_id, None)
         if monitor is None:
             return
-        monitor.finish()  # wakes the sampling thread and waits for it
+        try:
+            monitor.finish()  # wakes the sampling thread and waits for it
+        except Exception as e:  # its last point could not be sent: the stage is done all the same
+            log.warning("system metrics of run %s not logged: %s", run_id, _one_line(e))
+            return
         if not monitor.published:
             # a stage shorter than one logging period: one point, the samples so far and one now (CPU use is
             # measured since the previous sample, so this one covers the stage)
@@ -171,24 +198,20 @@ class Tracker:
 
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int | None = None,
                     timestamp: int | None = None) -> None:
-        from mlflow.entities import Metric
+        """Step metrics, through the journal: returns at once, even with the server down."""
         now = timestamp or int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
-        for i in range(0, len(batch), 1000):  # MLflow caps a batch at 1000 metrics (model-flow logs more)
-            self.client.log_batch(run_id, metrics=batch[i:i + 1000])
+        self.journal.add({"op": "metrics", "run": run_id,
+                          "metrics": [[k, float(v), now, step or 0] for k, v in metrics.items()]})
 
     def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
-        for k, v in tags.items():
-            self.client.set_tag(run_id, k, v)
+        self.journal.add({"op": "tags", "run": run_id, "tags": {k: str(v) for k, v in tags.items()}})
 
     def log_artifact(self, run_id: str, path: Path, subdir: str | None = None) -> None:
-        self.client.log_artifact(run_id, str(path), subdir)
+        """A copy of the file goes into the journal (the stage may delete its own before it is sent)."""
+        self.journal.add({"op": "artifact", "run": run_id, "subdir": subdir}, Path(path))
 
     def log_text(self, run_id: str, text: str, name: str) -> None:
-        with tempfile.TemporaryDirectory() as d:
-            p = Path(d) / name
-            p.write_text(text)
-            self.client.log_artifact(run_id, str(p))
+        self.journal.add({"op": "text", "run": run_id, "name": name, "text": text})
 
     def log_dataset(self, run_id: str, uri: str, name: str, digest: str, context: str) -> None:
         """Record a dataset artifact as an MLflow input with its digest (the artifact's fingerprint)."""
@@ -202,12 +225,19 @@ class Tracker:
             log.debug("no MLflow dataset source for %s", uri)
             return
         ds = MetaDataset(source=source, name=name, digest=digest)
-        self.client.log_inputs(run_id, [DatasetInput(ds._to_mlflow_entity(),
-                                                     [InputTag("mlflow.data.context", context)])])
+        try:
+            self.client.log_inputs(run_id, [DatasetInput(ds._to_mlflow_entity(),
+                                                         [InputTag("mlflow.data.context", context)])])
+        except Exception as e:  # a lineage nicety: never worth failing the stage for
+            log.warning("MLflow at %s: input %s not recorded on run %s (%s)", self.uri, name, run_id, _one_line(e))
 
     def end_stage(self, run_id: str, status: str = "FINISHED", end_time: int | None = None) -> None:
+        """Close the run, then wait (up to DRAIN_ENV seconds) for the journal to reach MLflow; never raises for
+        a server that is away: what is unsent stays on disk for the next Tracker here."""
         self._stop_system_metrics(run_id)
-        self.client.set_terminated(run_id, status, end_time)
+        self.journal.add({"op": "end", "run": run_id, "status": status,
+                          "end_time": end_time or int(time.time() * 1000)})
+        self.journal.flush(float(os.environ.get(DRAIN_ENV) or 60))
 
     def register_model_versions(self, name: str, exports: Iterable[tuple[str, Path]], run_id: str) -> dict[str, str]:
         """Register one model version per (stage, Hugging Face folder), in the order given (the flow's: the last is
@@ -263,6 +293,225 @@ class Tracker:
             [self.experiment_id], f"tags.`{TAG_FLOW_RUN}` = '{self.flow_run}'",
             order_by=["attributes.start_time ASC"])
         return [r for r in runs if r.data.tags.get("olmoflow.stage")]
+
+
+class _Journal:
+    """A Tracker's write-behind log: records appended to a JSONL file (one per Tracker and process, flock-ed while
+    in use) and sent to MLflow in order by one thread, which backs off while the server does not answer.
+
+    Beside each `{name}.jsonl`: `{name}.sent` (how many of its records MLflow acknowledged, rewritten after each
+    send) and `{name}.files/` (copies of the artifacts). A journal fully sent is deleted; one left by a process
+    that ended (its lock free) and for the same tracking URI is taken over by the next Tracker made here.
+    """
+
+    def __init__(self, folder: Path, uri: str, client: Any):
+        self.folder, self.uri, self.client = folder, uri, client
+        self._cond = threading.Condition()
+        self._segments: list[dict[str, Any]] = []  # oldest first; each {path, fd, records, sent}
+        self._own: dict[str, Any] | None = None  # the segment this Tracker appends to
+        self._thread: threading.Thread | None = None
+        self._hurry = False  # end_stage wants a try now, not after the current backoff
+        self._down_since: float | None = None
+        self._unflushed = False  # records added since the last flush
+        self._adopt()
+        # Records added after the last end_stage (the driver's report on the parent run) are sent before exit.
+        atexit.register(lambda: self._unflushed and self.flush(float(os.environ.get(DRAIN_ENV) or 60)))
+
+    # --- the stage's side: append, never block on the server -------------------------------------------------
+
+    def add(self, record: dict[str, Any], file: Path | None = None) -> None:
+        with self._cond:
+            if self._own is None:
+                self._own = self._open(self.folder / f"{time.time_ns()}-{os.getpid()}-{uuid.uuid4().hex[:6]}")
+                self._segments.append(self._own)
+            seg = self._own
+            if file is not None:
+                copy = seg["path"].with_suffix(".files") / str(len(seg["records"])) / file.name
+                copy.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(file, copy)
+                record = {**record, "path": str(copy)}
+            seg["fh"].write(json.dumps(record) + "\n")
+            seg["fh"].flush()
+            seg["records"].append(record)
+            self._unflushed = True
+            self._cond.notify_all()
+            self._start_sender()
+
+    def _start_sender(self) -> None:
+        # under self._cond; the sender clears self._thread under it too, when it stops for lack of work
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._send_loop, name="olmoflow-tracking", daemon=True)
+            self._thread.start()
+
+    def pending(self) -> int:
+        with self._cond:
+            return sum(len(s["records"]) - s["sent"] for s in self._segments)
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until everything is sent (True) or `timeout` seconds pass (False, with one warning line)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            self._hurry, self._unflushed = True, False
+            self._cond.notify_all()
+            if self._segments:
+                self._start_sender()
+            while self._segments and time.monotonic() < deadline:
+                self._cond.wait(min(0.5, max(0.0, deadline - time.monotonic())))
+            left = sum(len(s["records"]) - s["sent"] for s in self._segments)
+        if left:
+            log.warning("MLflow at %s did not take %d tracking records within %g s: they are kept in %s and sent "
+                        "by the next stage run here once it answers", self.uri, left, timeout, self.folder)
+        return not left
+
+    # --- the sender ------------------------------------------------------------------------------------------
+
+    def _send_loop(self) -> None:
+        attempt = 0
+        while True:
+            with self._cond:
+                while not self._segments:
+                    self._cond.wait(5.0)
+                    if not self._segments:
+                        self._thread = None  # idle: the next add starts a new sender
+                        return
+                seg = self._segments[0]
+                batch = self._next_batch(seg)
+            if not batch:
+                self._retire(seg)
+                continue
+            try:
+                self._send(batch)
+            except Exception as e:
+                if not _transient(e):
+                    log.warning("MLflow at %s refused a tracking record (%s): dropped", self.uri, _one_line(e))
+                    self._acknowledge(seg, len(batch))
+                    continue
+                if self._down_since is None:
+                    self._down_since = time.monotonic()
+                    log.warning("MLflow at %s does not answer (%s): tracking records are kept in %s and sent when "
+                                "it is back; the stage goes on", self.uri, _one_line(e), self.folder)
+                wait = min(float(os.environ.get(BACKOFF_ENV) or 15.0), 0.5 * 2 ** attempt)
+                attempt += 1
+                with self._cond:
+                    self._cond.wait_for(lambda: self._hurry, timeout=wait)
+                    self._hurry = False
+                continue
+            if self._down_since is not None:
+                log.warning("MLflow at %s answers again after %.0f s: sending the kept tracking records", self.uri,
+                            time.monotonic() - self._down_since)
+                self._down_since = None
+            attempt = 0
+            self._acknowledge(seg, len(batch))
+
+    def _next_batch(self, seg: dict[str, Any]) -> list[dict[str, Any]]:
+        """The next records to send as one request: a run of consecutive metric records of one run (up to
+        MLflow's 1000 metrics a batch), or one other record."""
+        records = seg["records"][seg["sent"]:]
+        if not records or records[0]["op"] != "metrics":
+            return records[:1]
+        batch, n = [], 0
+        for r in records:
+            if r["op"] != "metrics" or r["run"] != records[0]["run"] or (batch and n + len(r["metrics"]) > 1000):
+                break
+            batch.append(r)
+            n += len(r["metrics"])
+        return batch
+
+    def _send(self, batch: list[dict[str, Any]]) -> None:
+        from mlflow.entities import Metric, RunTag
+
+        first = batch[0]
+        run, op = first["run"], first["op"]
+        if op == "metrics":
+            metrics = [Metric(k, v, ts, step) for r in batch for k, v, ts, step in r["metrics"]]
+            for i in range(0, len(metrics), 1000):
+                self.client.log_batch(run, metrics=metrics[i:i + 1000])
+        elif op == "tags":
+            self.client.log_batch(run, tags=[RunTag(k, v) for k, v in first["tags"].items()])
+        elif op == "artifact":
+            self.client.log_artifact(run, first["path"], first["subdir"])
+        elif op == "text":
+            with tempfile.TemporaryDirectory() as d:
+                p = Path(d) / first["name"]
+                p.write_text(first["text"])
+                self.client.log_artifact(run, str(p))
+        elif op == "end":
+            self.client.set_terminated(run, first["status"], first["end_time"])
+
+    def _acknowledge(self, seg: dict[str, Any], n: int) -> None:
+        with self._cond:
+            seg["sent"] += n
+            tmp = seg["path"].with_suffix(".sent.tmp")
+            tmp.write_text(str(seg["sent"]))
+            tmp.replace(seg["path"].with_suffix(".sent"))
+            self._cond.notify_all()
+
+    def _retire(self, seg: dict[str, Any]) -> None:
+        """A fully sent segment: its files go, and the next add starts a new one."""
+        with self._cond:
+            if seg["sent"] < len(seg["records"]):
+                return
+            self._segments.remove(seg)
+            if seg is self._own:
+                self._own = None
+            seg["fh"].close()
+            for suffix in (".sent", ".jsonl"):
+                seg["path"].with_suffix(suffix).unlink(missing_ok=True)
+            shutil.rmtree(seg["path"].with_suffix(".files"), ignore_errors=True)
+            os.close(seg["lock"])
+            self._cond.notify_all()
+
+    # --- files -----------------------------------------------------------------------------------------------
+
+    def _open(self, path: Path) -> dict[str, Any]:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        lock = os.open(path.with_suffix(".jsonl"), os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        fh = open(path.with_suffix(".jsonl"), "a")
+        if fh.tell() == 0:
+            fh.write(json.dumps({"op": "journal", "uri": self.uri}) + "\n")
+            fh.flush()
+        return {"path": path, "lock": lock, "fh": fh, "records": [], "sent": 0}
+
+    def _adopt(self) -> None:
+        """Take over the journals of processes that ended before MLflow took all of theirs (same tracking URI)."""
+        if not self.folder.is_dir():
+            return
+        for file in sorted(self.folder.glob("*.jsonl")):
+            try:
+                lock = os.open(file, os.O_RDWR)
+            except OSError:  # sent and removed meanwhile
+                continue
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:  # in use by a live process
+                os.close(lock)
+                continue
+            lines = [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
+            if not lines or lines[0].get("uri") != self.uri:
+                os.close(lock)
+                continue
+            sent_file = file.with_suffix(".sent")
+            sent = int(sent_file.read_text() or 0) if sent_file.exists() else 0
+            # The segment's records are the lines after the header; what was sent is skipped, never resent.
+            self._segments.append({"path": file.with_suffix(""), "lock": lock, "fh": open(file, "a"),
+                                   "records": lines[1:], "sent": sent})
+            log.info("tracking: %d unsent records from an earlier process, in %s", len(lines) - 1 - sent, file)
+        if self._segments:
+            with self._cond:
+                self._start_sender()
+
+
+def _transient(e: BaseException) -> bool:
+    """Whether a failed send is worth another try: the server away or overloaded, not a record it refuses."""
+    from mlflow.exceptions import MlflowException
+    if isinstance(e, MlflowException):
+        return e.error_code in ("INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED")
+    return True  # requests / urllib3 / OS errors: the connection, not the record
+
+
+def _one_line(e: object) -> str:
+    return " ".join(str(e).split())[:300]
 
 
 class Spool:
