@@ -81,7 +81,9 @@ def eval_items(task: str, rows: Iterable[dict]) -> list[EvalItem]:
         if "choices" in r and isinstance(gold, int):
             answers: tuple[str, ...] = (r["choices"][gold],)
         elif gold is not None:
-            answers = tuple(dict.fromkeys([str(gold), *r.get("aliases", ())]))
+            # an alias is a string, or DROP's list of spans
+            aliases = (a if isinstance(a, str) else ", ".join(a) for a in r.get("aliases", ()))
+            answers = tuple(dict.fromkeys([str(gold), *aliases]))
         elif r.get("solution"):
             answers = (r["solution"],)
         else:

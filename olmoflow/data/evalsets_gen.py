@@ -66,17 +66,18 @@ def squad(doc: dict, line: int) -> dict:
     aliases = _unique(doc["answers_text"])
     if not aliases:
         raise EvalRowError("no answer")
-    return {"id": f"squad-{doc['id']}", "question": m["q"], "context": m["context"], "answer": aliases[0],
-            "aliases": aliases}
+    return {"id": f"squad-{doc['id']}", "question": m["q"], "context": m["context"], "title": m["title"],
+            "answer": aliases[0], "aliases": aliases}
 
 
 def drop(doc: dict, line: int) -> dict:
-    # an answer is a list of spans (several for multi-span questions): joined as the reference text
-    aliases = _unique([", ".join(spans) for spans in doc["answers"]])
+    # an answer is a list of spans (several for multi-span questions): each alias keeps its spans, as DROP's
+    # metric matches them span by span; "answer" is the first joined, the reference text
+    aliases = [list(spans) for spans in {tuple(s): None for s in doc["answers"] if s}]
     if not aliases:
         raise EvalRowError("no answer")
     return {"id": f"drop-{doc['query_id']}", "question": doc["question"], "context": doc["passage"],
-            "answer": aliases[0], "aliases": aliases}
+            "answer": ", ".join(aliases[0]), "aliases": aliases}
 
 
 def coqa(doc: dict, line: int) -> dict:
