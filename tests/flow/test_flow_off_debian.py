@@ -1,5 +1,5 @@
 """Off Debian: with an `apt-get` that fails, `make data`'s fetch exits 0 naming the two Debian sources it could
-not get, and the smoke flow runs to the end on the rest (its prose domain gone from the mixes)."""
+not get, and the smoke flow trains to its last stage on the rest (its prose domain gone from the mixes)."""
 
 import json
 import os
@@ -41,11 +41,13 @@ def test_smoke_flow_without_apt_get(tmp_path):
     table = {r["name"]: r["status"] for r in json.loads((sources / "sources.json").read_text())}
     assert [n for n, st in table.items() if st == "unavailable-optional"] == list(DEBIAN)
 
-    run = subprocess.run([sys.executable, "-m", "olmoflow.cli", "run", "--config", "smoke", "--set",
+    # through the last training stage: the evaluations after it read nothing curate's sources decide (the e2e
+    # test runs them), and six of them would double this test's time
+    run = subprocess.run([sys.executable, "-m", "olmoflow.cli", "run", "--config", "smoke", "--to", "rlvr", "--set",
                           f"curate.sources_dir={sources}", "--set", f"flow.store={tmp_path}/store"],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    for stage in ("curate", "pretrain", "sft", "dpo", "rlvr", "eval-pretrain", "eval-rlvr", "model-flow"):
+    for stage in ("curate", "pretrain", "sft", "dpo", "rlvr"):
         assert f"\n{stage} " in run.stdout
     (curated,) = [p for p in (tmp_path / "store" / "smoke" / "curate").iterdir() if (p / "manifest.json").exists()]
     stats = json.loads((curated / "stats.json").read_text())
@@ -53,6 +55,5 @@ def test_smoke_flow_without_apt_get(tmp_path):
     assert stats["absent"]["mix_domains"] == {"pretrain": ["prose"], "midtrain": ["prose"]}
     assert "prose" not in stats["mixes"]["pretrain"] and stats["train_tokens"] > 50_000
     assert "## Absent optional sources" in (curated / "report.md").read_text()
-    (gathered,) = [p for p in (tmp_path / "store" / "smoke" / "model-flow").iterdir()
-                   if (p / "manifest.json").exists()]
-    assert len(json.loads((gathered / "results.json").read_text())["stages"]) == 6
+    (trained,) = [p for p in (tmp_path / "store" / "smoke" / "rlvr").iterdir() if (p / "manifest.json").exists()]
+    assert json.loads((trained / "manifest.json").read_text())["metrics"]
