@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from olmoflow import __version__
-from olmoflow.storage import StorageError, is_remote, join, storage_for
+from olmoflow.storage import ObjectNotFound, StorageError, is_remote, join, storage_for
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -70,9 +70,10 @@ def check_segment(value: Any, what: str, where: str) -> str:
 
 def check_relpath(key: Any, where: str) -> str:
     """`key` if it is a relative path that stays inside the folder it is read under: no absolute path, no empty,
-    '.' or '..' segment, no backslash or control character (which other tools may take for separators)."""
+    '.' or '..' segment, no backslash (a separator to other tools) and nothing unprintable (a line break would
+    split the one-line errors that name the file)."""
     parts = key.split("/") if isinstance(key, str) else [""]
-    if any(p in ("", ".", "..") for p in parts) or any(c == "\\" or ord(c) < 32 for c in key):
+    if any(p in ("", ".", "..") for p in parts) or "\\" in key or not key.isprintable():
         raise ArtifactError(f"{where}: file {key!r} is not a relative path inside the artifact; refusing it")
     return key
 
@@ -173,9 +174,16 @@ def open_artifact(uri: str, kind: str | None = None, cache_dir: str | Path = ".o
     if not (done.is_file() and done.read_text() == stamp):
         shutil.rmtree(path, ignore_errors=True)
         storage = storage_for(uri)
-        for rel in manifest["files"]:
-            storage.download_file(join(uri, rel), path / rel)
-        verify_files(path, manifest["files"], uri)
+        try:
+            for rel in manifest["files"]:
+                try:
+                    storage.download_file(join(uri, rel), path / rel)
+                except ObjectNotFound:
+                    raise ArtifactError(f"{uri}: file {rel} listed in the manifest is missing") from None
+            verify_files(path, manifest["files"], uri)
+        except BaseException:
+            shutil.rmtree(path, ignore_errors=True)  # a half-downloaded copy is never taken for the artifact
+            raise
         done.write_text(stamp)
     return Artifact(uri, manifest, path)
 
