@@ -1,21 +1,17 @@
 """Knobs of the artifact store's I/O: S3 retries and timeouts, multipart sizes, parallelism, list page size.
 
-Every knob can also be set for a whole process by the environment, OLMOFLOW_S3_{KNOB} (OLMOFLOW_S3_TRANSIENT_RETRIES=10,
-OLMOFLOW_S3_BACKOFF_MAX=30): the store is opened from a URI alone in many places (runner, stages, lineage), so the
-environment is how a pod or a test tunes them all. A value given to StorageConfig(...) wins over the environment.
+An S3 store opened without a StorageConfig (from a URI alone, as the runner, the stages and lineage do) takes each
+knob from the environment when set there, OLMOFLOW_S3_{KNOB} (OLMOFLOW_S3_TRANSIENT_RETRIES=10,
+OLMOFLOW_S3_BACKOFF_MAX=30; storage/retry.py's from_environment): that is how a pod or a test tunes them all.
 """
 
 from __future__ import annotations
 
-import os
-from typing import Annotated, Any
-
-from pydantic import Field, TypeAdapter, ValidationError, model_validator
+from pydantic import Field
 
 from olmoflow._base import Section
 
 MiB = 1024 * 1024
-ENV_PREFIX = "OLMOFLOW_S3_"
 
 
 class StorageConfig(Section):
@@ -41,22 +37,3 @@ class StorageConfig(Section):
     """Threads per multipart transfer, and files in flight in upload_dir / download_dir."""
     list_page_size: int = Field(1000, ge=1, le=1000)
     """Keys per ListObjectsV2 page (S3 never returns more than 1000)."""
-
-    @model_validator(mode="before")
-    @classmethod
-    def _from_environment(cls, data: Any) -> Any:
-        if not isinstance(data, dict):
-            return data
-        data = dict(data)
-        for name, field in cls.model_fields.items():
-            var = ENV_PREFIX + name.upper()
-            raw = os.environ.get(var)
-            if name in data or raw is None:
-                continue
-            try:
-                data[name] = TypeAdapter(Annotated[field.annotation, *field.metadata]).validate_python(raw.strip())
-            except ValidationError as e:
-                # Not a ValueError, so pydantic passes it on as is: one line naming the variable.
-                from olmoflow.storage.base import StorageError
-                raise StorageError(f"{var}={raw!r}: {e.errors()[0]['msg'].lower()}") from None
-        return data

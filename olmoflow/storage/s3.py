@@ -53,7 +53,7 @@ from urllib3.exceptions import HTTPError as URLLib3Error
 from olmoflow.storage.base import ObjectExists, ObjectNotFound, Storage, StorageError, join
 from olmoflow.storage.config import StorageConfig
 from olmoflow.storage.local import TMP_PREFIX
-from olmoflow.storage.retry import GaveUp, StreamCut, answered, delay, reached, transient
+from olmoflow.storage.retry import GaveUp, StreamCut, answered, delay, from_environment, reached, transient
 
 T = TypeVar("T")
 
@@ -100,6 +100,10 @@ def _object(uri: str) -> tuple[str, str]:
 
 
 class S3Storage(Storage):
+    def __init__(self, cfg: StorageConfig | None = None):
+        # No settings given (a store opened from its URI alone): OLMOFLOW_S3_* from the environment.
+        super().__init__(cfg or from_environment())
+
     @property
     def client(self) -> Any:
         return client(self.cfg)

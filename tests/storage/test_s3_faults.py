@@ -281,11 +281,10 @@ def test_a_damaged_stored_file_is_refused_on_read(s3_uri, moto_server, tmp_path,
 def test_retry_knobs_come_from_the_environment(monkeypatch):
     monkeypatch.setenv("OLMOFLOW_S3_TRANSIENT_RETRIES", "11")
     monkeypatch.setenv("OLMOFLOW_S3_BACKOFF_MAX", "2.5")
-    cfg = StorageConfig()
-    assert (cfg.transient_retries, cfg.backoff_max) == (11, 2.5)
-    assert StorageConfig(transient_retries=1).transient_retries == 1, "an explicit value wins"
-    assert storage_for("s3://b/k").cfg.transient_retries == 11
+    cfg = storage_for("s3://b/k").cfg
+    assert (cfg.transient_retries, cfg.backoff_max, cfg.max_attempts) == (11, 2.5, 3)
+    assert S3Storage(StorageConfig(transient_retries=1)).cfg.transient_retries == 1, "given settings win"
     monkeypatch.setenv("OLMOFLOW_S3_TRANSIENT_RETRIES", "-1")
     with pytest.raises(StorageError) as e:
-        StorageConfig()
+        storage_for("s3://b/k")
     assert str(e.value) == "OLMOFLOW_S3_TRANSIENT_RETRIES='-1': input should be greater than or equal to 0"
