@@ -100,6 +100,9 @@ def check_manifest(manifest: Any, uri: str) -> dict[str, Any]:
     for key in ("inputs", "config", "metrics"):
         if not isinstance(manifest.get(key, {}), dict):
             raise ArtifactError(f"{where}: {key} is not a JSON object")
+    for name, spec in manifest.get("inputs", {}).items():  # lineage and the runner follow these
+        if not (isinstance(spec, dict) and all(isinstance(spec.get(k, ""), str) for k in ("uri", "fingerprint"))):
+            raise ArtifactError(f"{where}: input {name!r} is not an object with a string uri and fingerprint")
     return manifest
 
 

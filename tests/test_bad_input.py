@@ -154,6 +154,7 @@ manifests = st.one_of(
     json_value,  # not even an object
     st.builds(lambda f, v: {**VALID, f: v}, st.sampled_from(sorted(field_values)), json_value),
     st.builds(lambda k, meta: {**VALID, "files": {k: meta}}, hostile_key, st.just(_entry(b"w")) | json_value),
+    st.builds(lambda name, spec: {**VALID, "inputs": {name: spec}}, st.text(max_size=6), json_value),
 )
 
 
