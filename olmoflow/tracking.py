@@ -325,13 +325,21 @@ class _Journal:
                 self._own = self._open(self.folder / f"{time.time_ns()}-{os.getpid()}-{uuid.uuid4().hex[:6]}")
                 self._segments.append(self._own)
             seg = self._own
-            if file is not None:
-                copy = seg["path"].with_suffix(".files") / str(len(seg["records"])) / file.name
-                copy.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(file, copy)
-                record = {**record, "path": str(copy)}
-            seg["fh"].write(json.dumps(record) + "\n")
-            seg["fh"].flush()
+            try:
+                if file is not None:
+                    files = seg["path"].with_suffix(".files") if seg["path"] else Path(tempfile.mkdtemp())
+                    copy = files / str(len(seg["records"])) / file.name
+                    copy.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(file, copy)
+                    record = {**record, "path": str(copy)}
+                if seg["fh"] is not None:
+                    seg["fh"].write(json.dumps(record) + "\n")
+                    seg["fh"].flush()
+            except OSError as e:  # a full disk: the record is still sent from memory, only not kept across exits
+                log.warning("tracking journal %s not written (%s): this record is kept in memory only",
+                            seg["path"], _one_line(e))
+                if file is not None and "path" not in record:
+                    record = {**record, "path": str(file)}
             seg["records"].append(record)
             self._unflushed = True
             self._cond.notify_all()
@@ -441,9 +449,13 @@ class _Journal:
     def _acknowledge(self, seg: dict[str, Any], n: int) -> None:
         with self._cond:
             seg["sent"] += n
-            tmp = seg["path"].with_suffix(".sent.tmp")
-            tmp.write_text(str(seg["sent"]))
-            tmp.replace(seg["path"].with_suffix(".sent"))
+            if seg["path"] is not None:
+                try:
+                    tmp = seg["path"].with_suffix(".sent.tmp")
+                    tmp.write_text(str(seg["sent"]))
+                    tmp.replace(seg["path"].with_suffix(".sent"))
+                except OSError as e:  # a later process may resend these; MLflow drops identical records
+                    log.warning("tracking journal %s: progress not saved (%s)", seg["path"], _one_line(e))
             self._cond.notify_all()
 
     def _retire(self, seg: dict[str, Any]) -> None:
@@ -454,24 +466,34 @@ class _Journal:
             self._segments.remove(seg)
             if seg is self._own:
                 self._own = None
-            seg["fh"].close()
-            for suffix in (".sent", ".jsonl"):
-                seg["path"].with_suffix(suffix).unlink(missing_ok=True)
-            shutil.rmtree(seg["path"].with_suffix(".files"), ignore_errors=True)
-            os.close(seg["lock"])
+            if seg["path"] is not None:
+                seg["fh"].close()
+                for suffix in (".sent", ".jsonl"):
+                    seg["path"].with_suffix(suffix).unlink(missing_ok=True)
+                shutil.rmtree(seg["path"].with_suffix(".files"), ignore_errors=True)
+                os.close(seg["lock"])
             self._cond.notify_all()
 
     # --- files -----------------------------------------------------------------------------------------------
 
     def _open(self, path: Path) -> dict[str, Any]:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        lock = os.open(path.with_suffix(".jsonl"), os.O_RDWR | os.O_CREAT, 0o600)
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        fh = open(path.with_suffix(".jsonl"), "a")
-        if fh.tell() == 0:
-            fh.write(json.dumps({"op": "journal", "uri": self.uri}) + "\n")
-            fh.flush()
-        return {"path": path, "lock": lock, "fh": fh, "records": [], "sent": 0}
+        """A new segment: its file in the journal folder, else (a read-only working directory) in the temp dir,
+        else in memory only (path None)."""
+        for folder in (self.folder, Path(tempfile.gettempdir()) / "olmoflow-tracking-journal"):
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                file = folder / path.with_suffix(".jsonl").name
+                lock = os.open(file, os.O_RDWR | os.O_CREAT, 0o600)
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                fh = open(file, "a")
+                fh.write(json.dumps({"op": "journal", "uri": self.uri}) + "\n")
+                fh.flush()
+            except OSError as e:
+                log.warning("tracking journal not writable in %s (%s)", folder, _one_line(e))
+                continue
+            self.folder = folder
+            return {"path": file.with_suffix(""), "lock": lock, "fh": fh, "records": [], "sent": 0}
+        return {"path": None, "lock": None, "fh": None, "records": [], "sent": 0}
 
     def _adopt(self) -> None:
         """Take over the journals of processes that ended before MLflow took all of theirs (same tracking URI)."""

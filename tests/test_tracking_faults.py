@@ -220,3 +220,22 @@ def test_records_left_by_a_stage_whose_server_stayed_down_are_sent_later(server,
     # a second Tracker finds nothing left to send: nothing is logged twice
     assert Tracker("smoke", "down-at-the-end").journal.pending() == 0
     assert len(tracker.client.get_metric_history(run.info.run_id, "loss")) == STEPS
+
+
+def test_an_unwritable_journal_folder_never_fails_the_stage(tmp_path, monkeypatch):
+    """A working directory the pod cannot write: the journal goes to the temp dir, the records still arrive."""
+    monkeypatch.chdir(tmp_path)
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("")
+    monkeypatch.setenv("OLMOFLOW_TRACKING_JOURNAL", str(blocked / "journal"))
+    monkeypatch.setenv("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING", "false")
+    tracker = Tracker("unwritable", "r1", f"sqlite:///{tmp_path}/mlflow.db")
+    run_id = tracker.start_stage("sft", "fp", "/store/sft/fp", {}, status="running")
+    for step in range(5):
+        tracker.log_metrics(run_id, {"loss": float(step)}, step)
+    (tmp_path / "plot.txt").write_text("plot")
+    tracker.log_artifact(run_id, tmp_path / "plot.txt", "plots")
+    tracker.end_stage(run_id)
+    assert tracker.journal.folder != blocked / "journal"
+    assert _points(tracker, run_id, "loss") == [(s, float(s)) for s in range(5)]
+    assert [a.path for a in tracker.client.list_artifacts(run_id, "plots")] == ["plots/plot.txt"]
