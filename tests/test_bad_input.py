@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,8 @@ from olmoflow.config import SECTIONS, ConfigError, FlowConfig, from_dict, load_c
 from olmoflow.storage import join, storage_for
 
 REPO = Path(__file__).resolve().parents[1]
+# Hypothesis caches what it learns in ./.hypothesis; the tests write nothing into the checkout (read when first used).
+os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", str(Path(tempfile.gettempdir()) / "olmoflow-hypothesis"))
 # Fixed examples (the suite must not flake) and no example database written into the tree.
 FAST = settings(max_examples=40, deadline=None, derandomize=True, database=None)
 
