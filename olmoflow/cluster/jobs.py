@@ -20,7 +20,7 @@ import shlex
 from dataclasses import dataclass, field
 from importlib import metadata
 
-from olmoflow.cluster.config import ClusterConfig, work_env
+from olmoflow.cluster.config import WORK_DIR, ClusterConfig, work_env
 from olmoflow.registry import stage as stage_entry
 
 RUN_AS_UID = 1000
@@ -63,7 +63,7 @@ class JobSpec:
     service_account: str = ""
     image_pull_policy: str = "IfNotPresent"
     image_pull_secrets: list[str] = field(default_factory=list)
-    work_dir: str = "/var/lib/olmoflow"
+    work_dir: str = WORK_DIR
     work_volume: str = "emptyDir"
     work_size: str = "200Gi"
     work_storage_class: str = ""
