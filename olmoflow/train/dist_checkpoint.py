@@ -34,12 +34,15 @@ from torch.distributed.checkpoint.state_dict import (
     set_state_dict,
 )
 
+from olmoflow.artifacts import ArtifactError
+
 FOLDER = "dcp"
 METADATA = ".metadata"
 
 
-class UnsafeCheckpoint(RuntimeError):
-    """An in-stage checkpoint holding more than tensors and plain data: refused before any of it runs."""
+class UnsafeCheckpoint(ArtifactError):
+    """An in-stage checkpoint holding more than tensors and plain data: refused before any of it runs (an
+    ArtifactError, so the CLI reports it in one line)."""
 
 
 # What DCP's .metadata pickle names (torch 2.13): its own dataclasses, tensor sizes, dtypes and layouts.

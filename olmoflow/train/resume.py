@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from olmoflow.artifacts import ArtifactError
 from olmoflow.contract.context import StageContext
 from olmoflow.contract.workdir import COMPLETE
 from olmoflow.train import dist_checkpoint
@@ -35,8 +36,9 @@ from olmoflow.train.world import World
 STATE = "state.json"
 
 
-class ResumeError(RuntimeError):
-    """An in-stage checkpoint that does not belong to this run, or is not one olmoflow wrote."""
+class ResumeError(ArtifactError):
+    """An in-stage checkpoint that does not belong to this run, or is not one olmoflow wrote (an ArtifactError,
+    so the CLI reports it in one line)."""
 
 
 def read_json(path: Path) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import pytest
 import torch
 from trainkit import make_trainer
 
+from olmoflow import cli
 from olmoflow.contract.workdir import WorkDir
 from olmoflow.post.state import load_state, save_state
 from olmoflow.train import dist_checkpoint
@@ -46,13 +47,18 @@ def _one_line(e: pytest.ExceptionInfo) -> str:
     return msg
 
 
-def test_a_pickle_planted_as_dcp_metadata_never_runs(checkpointed, tmp_path):
+def test_a_pickle_planted_as_dcp_metadata_never_runs(checkpointed, tmp_path, monkeypatch, capsys):
     folder, trainer = checkpointed
     marker = tmp_path / "owned"
     (folder / "dcp" / ".metadata").write_bytes(pickle.dumps(Payload(marker)))
     with pytest.raises(UnsafeCheckpoint) as e:
         trainer.load_state_dict(trainer.resumer.latest())
     assert "dcp/.metadata refused" in _one_line(e) and "posix.mkdir" in str(e.value)
+    # Through the CLI's error path (a stage's resume under `olmoflow stage`): one line, exit 1.
+    monkeypatch.setitem(cli.COMMANDS, "config", lambda args: trainer.load_state_dict(trainer.resumer.latest()))
+    assert cli.main(["config"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "dcp/.metadata refused" in err[0]
     assert not marker.exists()
 
 
