@@ -24,8 +24,12 @@ SA_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespac
 
 def work_env(work_dir: str) -> dict[str, str]:
     """Env that points every writable path of a pod at its work volume: OLMOFLOW_HOME (the `.olmoflow` folder:
-    artifact cache, staging, in-stage checkpoints), HOME (torch / triton / HF caches) and TMPDIR."""
-    return {"OLMOFLOW_HOME": f"{work_dir}/.olmoflow", "HOME": work_dir, "TMPDIR": work_dir}
+    artifact cache, staging, in-stage checkpoints), MLflow's write-behind journal (olmoflow.tracking's
+    OLMOFLOW_TRACKING_JOURNAL, named here: this layer does not import tracking), HOME (torch / triton / HF caches)
+    and TMPDIR."""
+    home = f"{work_dir}/.olmoflow"
+    return {"OLMOFLOW_HOME": home, "OLMOFLOW_TRACKING_JOURNAL": f"{home}/tracking-journal", "HOME": work_dir,
+            "TMPDIR": work_dir}
 
 
 class Toleration(Section):

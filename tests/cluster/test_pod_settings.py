@@ -9,6 +9,7 @@ import yaml
 from kfp import compiler, dsl
 
 from olmoflow.cluster.settings import PipelineSettings, apply_settings, load_settings
+from olmoflow.tracking import JOURNAL_ENV
 
 
 @dsl.component(base_image="python:3.11")
@@ -46,6 +47,7 @@ def test_work_volume_shm_pull_secrets_and_mlflow_secret(tmp_path):
         assert [s["secretName"] for s in p["secretAsEnv"]] == ["olmoflow-s3", "mlflow-user"]
         env = {e["name"]: e["value"] for e in containers[name]["env"]}
         assert env["OLMOFLOW_HOME"] == "/var/lib/olmoflow/.olmoflow" and env["TMPDIR"] == "/var/lib/olmoflow"
+        assert env[JOURNAL_ENV] == "/var/lib/olmoflow/.olmoflow/tracking-journal"
     assert {"volumeName": "dshm", "mountPath": "/dev/shm", "medium": "Memory", "sizeLimit": "16Gi"} in \
         platform["gpu"]["emptyDirMounts"]
     # none configured: no pull secrets, no MLflow Secret
