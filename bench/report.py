@@ -6,8 +6,10 @@ with the machine, the date and the commit.
 
 Each bench runs as its own process (its own imports and threads), its output kept in .bench/logs/{name}.log (git
 ignores .bench/) and its figures read from the lines it prints for people (the same lines the benches' docs
-describe), so a bench needs no second output format. A bench that fails or prints no ratio gets a row that says so,
-the others still run, and the exit status is 1 then, after RESULTS.md is written.
+describe), so a bench needs no second output format. Each bench's figures are also kept in .bench/results/{name}.json
+with the date and commit they were measured at; RESULTS.md is written from all of them, so `--only NAME` re-measures
+one bench and keeps the others' rows (each row says when and at which commit it was measured). A bench that fails
+or prints no ratio gets a row that says so, the others still run, and the exit status is 1 then.
 """
 
 from __future__ import annotations
@@ -94,7 +96,7 @@ def parse(bench: Bench, output: str) -> dict[str, object]:
             "theirs": f"{theirs.group(1)} {bench.unit}" if theirs else ""}
 
 
-def run(bench: Bench, quick: bool, logs: Path) -> dict[str, object]:
+def run(bench: Bench, quick: bool, logs: Path, stamp: dict[str, str]) -> dict[str, object]:
     cmd = [sys.executable, str(BENCH / bench.script), *(bench.quick if quick else ())]
     print(f"== {bench.name}: {' '.join(cmd[1:])}", flush=True)
     started = time.perf_counter()
@@ -102,7 +104,7 @@ def run(bench: Bench, quick: bool, logs: Path) -> dict[str, object]:
     wall = time.perf_counter() - started
     (logs / f"{bench.name}.log").write_text(proc.stdout)
     print(proc.stdout, flush=True)
-    result = {**parse(bench, proc.stdout), "wall_s": round(wall, 1), "args": " ".join(cmd[2:])}
+    result = {**parse(bench, proc.stdout), "wall_s": round(wall, 1), "args": " ".join(cmd[2:]), **stamp}
     if proc.returncode != 0 or result["ratio"] is None:
         last = proc.stdout.strip().splitlines()[-1:] or ["no output"]
         result["error"] = f"exit {proc.returncode}: {last[0][:160]}"
@@ -132,12 +134,16 @@ def commit() -> str:
     return f"{head} (with uncommitted changes in olmoflow/ or bench/)" if dirty else head
 
 
-def render(results: list[dict[str, object]], quick: bool, started: datetime.datetime) -> str:
-    rows = ["| benchmark | peer | ours | peer's | ratio | ratio is | wall |", "|---|---|---|---|---|---|---|"]
+def render(results: list[dict[str, object]]) -> str:
+    rows = ["| benchmark | peer | ours | peer's | ratio | ratio is | wall | measured (UTC, commit, run) |",
+            "|---|---|---|---|---|---|---|---|"]
     for r in results:
         ratio = f"**{r['ratio']:.2f}x**" if isinstance(r["ratio"], float) else f"failed ({r.get('error', '')})"
         rows.append(f"| [{r['bench']}]({r['bench']}.py) | {r['peer']} | {r['ours']} | {r['theirs']} | {ratio} | "
-                    f"{r['meaning']} | {r['wall_s']:.0f} s |")
+                    f"{r['meaning']} | {r['wall_s']:.0f} s | {r['date']}, {r['commit']}, "
+                    f"{'--quick' if r.get('quick') else 'defaults'} |")
+    dates = sorted(str(r["date"]) for r in results)
+    commits = sorted({str(r["commit"]) for r in results})
     return "\n".join([
         "# Benchmark results",
         "",
@@ -147,10 +153,10 @@ def render(results: list[dict[str, object]], quick: bool, started: datetime.date
         "cached_rerun's: 1.0 is the floor no re-run can go under.",
         "",
         f"- machine: {machine()}",
-        f"- date: {started:%Y-%m-%d %H:%M} UTC",
-        f"- commit: {commit()}",
-        f"- run: {'--quick (smaller sizes, same measurements)' if quick else 'each bench with its defaults'}; "
-        "the cores were shared with other work, which the benches' alternating runs spread over both sides",
+        f"- date: {dates[0]} to {dates[-1]} UTC" if len(set(dates)) > 1 else f"- date: {dates[0]} UTC",
+        f"- commit: {', '.join(commits)}",
+        "- run: each bench with its defaults unless its row says --quick (smaller sizes, same measurements); the",
+        "  cores may have been shared with other work, which the benches' alternating runs spread over both sides",
         "",
         *rows,
         "",
@@ -166,10 +172,19 @@ def main(argv: list[str] | None = None) -> int:
     started = datetime.datetime.now(datetime.UTC)
     logs = REPO / ".bench" / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    results = [run(b, args.quick, logs) for b in BENCHES if not args.only or b.name in args.only]
-    args.out.write_text(render(results, args.quick, started))
+    stored = REPO / ".bench" / "results"
+    stored.mkdir(parents=True, exist_ok=True)
+    stamp = {"date": f"{started:%Y-%m-%d %H:%M}", "commit": commit(), "quick": args.quick}
+    ran = []
+    for b in BENCHES:
+        if not args.only or b.name in args.only:
+            ran.append(run(b, args.quick, logs, stamp))
+            (stored / f"{b.name}.json").write_text(json.dumps(ran[-1], indent=1))
+    results = [json.loads((stored / f"{b.name}.json").read_text()) for b in BENCHES
+               if (stored / f"{b.name}.json").exists()]
+    args.out.write_text(render(results))
     print(f"wrote {args.out}")
-    return 1 if any("error" in r for r in results) else 0
+    return 1 if any("error" in r for r in ran) else 0
 
 
 if __name__ == "__main__":
