@@ -29,6 +29,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 NUM = r"([0-9][0-9,]*\.?[0-9]*)"
+DIRTY = " (with uncommitted changes in olmoflow/ or bench/)"
 
 
 @dataclass(frozen=True)
@@ -99,15 +100,20 @@ def parse(bench: Bench, output: str) -> dict[str, object]:
 def run(bench: Bench, quick: bool, logs: Path, stamp: dict[str, str]) -> dict[str, object]:
     cmd = [sys.executable, str(BENCH / bench.script), *(bench.quick if quick else ())]
     print(f"== {bench.name}: {' '.join(cmd[1:])}", flush=True)
+    load = os.getloadavg()[0]  # other work on the machine: the alternating benches spread it, not remove it
     started = time.perf_counter()
     proc = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     wall = time.perf_counter() - started
-    (logs / f"{bench.name}.log").write_text(proc.stdout)
-    print(proc.stdout, flush=True)
-    result = {**parse(bench, proc.stdout), "wall_s": round(wall, 1), "args": " ".join(cmd[2:]), **stamp}
+    output = re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout)  # colours (KFP's) out of the log and the table
+    (logs / f"{bench.name}.log").write_text(output)
+    print(output, flush=True)
+    result = {**parse(bench, output), "wall_s": round(wall, 1), "args": " ".join(cmd[2:]), "load": round(load, 1),
+              **stamp}
     if proc.returncode != 0 or result["ratio"] is None:
-        last = proc.stdout.strip().splitlines()[-1:] or ["no output"]
-        result["error"] = f"exit {proc.returncode}: {last[0][:160]}"
+        lines = [line.strip() for line in output.splitlines() if line.strip()] or ["no output"]
+        # the first line that says what went wrong, else the last one
+        cause = next((line for line in lines if re.search(r"Error\b|error:|failed to|No such", line)), lines[-1])
+        result["error"] = f"exit {proc.returncode}: {cause[:200]}"
     # One machine-readable line per bench, for whoever reads the log rather than RESULTS.md.
     print("RESULT " + json.dumps(result), flush=True)
     return result
@@ -131,16 +137,17 @@ def commit() -> str:
         return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout.strip()
     head = git("rev-parse", "--short=12", "HEAD") or "unknown"
     dirty = git("status", "--porcelain", "--untracked-files=no", "olmoflow", "bench")
-    return f"{head} (with uncommitted changes in olmoflow/ or bench/)" if dirty else head
+    return f"{head}{DIRTY}" if dirty else head
 
 
 def render(results: list[dict[str, object]]) -> str:
-    rows = ["| benchmark | peer | ours | peer's | ratio | ratio is | wall | measured (UTC, commit, run) |",
-            "|---|---|---|---|---|---|---|---|"]
+    rows = ["| benchmark | peer | ours | peer's | ratio | ratio is | wall | load | measured (UTC, commit, run) |",
+            "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         ratio = f"**{r['ratio']:.2f}x**" if isinstance(r["ratio"], float) else f"failed ({r.get('error', '')})"
         rows.append(f"| [{r['bench']}]({r['bench']}.py) | {r['peer']} | {r['ours']} | {r['theirs']} | {ratio} | "
-                    f"{r['meaning']} | {r['wall_s']:.0f} s | {r['date']}, {r['commit']}, "
+                    f"{r['meaning']} | {r['wall_s']:.0f} s | {r.get('load', '?')} | {r['date']}, "
+                    f"{str(r['commit']).replace(DIRTY, '+')}, "
                     f"{'--quick' if r.get('quick') else 'defaults'} |")
     dates = sorted(str(r["date"]) for r in results)
     commits = sorted({str(r["commit"]) for r in results})
@@ -154,9 +161,11 @@ def render(results: list[dict[str, object]]) -> str:
         "",
         f"- machine: {machine()}",
         f"- date: {dates[0]} to {dates[-1]} UTC" if len(set(dates)) > 1 else f"- date: {dates[0]} UTC",
-        f"- commit: {', '.join(commits)}",
-        "- run: each bench with its defaults unless its row says --quick (smaller sizes, same measurements); the",
-        "  cores may have been shared with other work, which the benches' alternating runs spread over both sides",
+        f"- commit: {', '.join(c.replace(DIRTY, '+') for c in commits)}",
+        "- run: each bench with its defaults unless its row says --quick (smaller sizes, same measurements); load",
+        "  is the 1-minute load average when the bench started (other work on the cores: the benches alternate",
+        "  their two sides so it hits both, but a loaded machine moves the ratios); `+` after a commit: measured",
+        "  with uncommitted changes in olmoflow/ or bench/ (several people work in this tree)",
         "",
         *rows,
         "",
