@@ -1,6 +1,7 @@
 """A store someone else can write: manifests whose paths, stage names or fingerprints try to leave their folder are
-refused in one line naming the artifact and the field, before anything is written or deleted, and `--init` refuses
-a URI of the wrong kind or with a bad manifest (exit 1, one line, no traceback)."""
+refused in one line naming the artifact and the field, before anything is written or deleted; a remote in-stage
+step holding a climbing key is refused before its download; and `--init` refuses a URI of the wrong kind or with a
+bad manifest (exit 1, one line, no traceback)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import boto3
 import pytest
 
 from olmoflow.artifacts import MANIFEST, ArtifactError, ArtifactStore, open_artifact, read_manifest
-from olmoflow.storage import join, storage_for
+from olmoflow.contract.workdir import WorkDir
+from olmoflow.storage import StorageError, join, storage_for
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -156,3 +159,21 @@ def test_init_of_the_wrong_kind_or_with_a_bad_manifest_is_one_line(tmp_path):
         assert len(lines) == 1 and why in lines[0] and "Traceback" not in run.stderr, run.stderr
     # nothing written: no staging folder, no cache, no MLflow files
     assert _tree(tmp_path) == before
+
+
+def test_a_remote_step_holding_a_climbing_key_is_refused_before_its_download(s3_uri, tmp_path):
+    # Anyone who can write the store's `.work/` prefix can add objects to a step; a key that climbs with '..'
+    # would be downloaded beside (or far above) the machine's local copy.
+    bucket, prefix = s3_uri.removeprefix("s3://").split("/", 1)
+    remote = f"{s3_uri}/flow/pretrain/{'a' * 16}.work"
+    s3 = boto3.client("s3")
+    base = f"{prefix}/flow/pretrain/{'a' * 16}.work/step-000004"
+    s3.put_object(Bucket=bucket, Key=f"{base}/meta.json", Body=b"{}")
+    s3.put_object(Bucket=bucket, Key=f"{base}/dcp/../../../../escaped.txt", Body=b"owned")
+    s3.put_object(Bucket=bucket, Key=f"{base}/.complete", Body=b"4")
+    work = WorkDir(tmp_path / "machine" / "x.work", remote=remote)
+    assert work.latest_name() == "step-000004"
+    with pytest.raises(StorageError, match=r"refusing key 'dcp/\.\./\.\./\.\./\.\./escaped.txt'") as e:
+        work.latest()
+    assert "\n" not in str(e.value)
+    assert not list(tmp_path.rglob("escaped.txt"))
