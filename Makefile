@@ -66,7 +66,9 @@ compile: $(STAMP)
 	$(BIN)/olmoflow compile
 
 images: $(STAMP)
-	bash images/build.sh all $$($(BIN)/python -c "import olmoflow; print(olmoflow.__version__)")
+	for image in curate tracking trainer; do \
+		bash images/build.sh $$image $$($(BIN)/python -c "import olmoflow; print(olmoflow.__version__)") || exit 1; \
+	done
 
 chart: $(STAMP)
 	PYTHON=$(BIN)/python bash scripts/install_k8s_tools.sh $(BIN)

@@ -159,7 +159,8 @@ def apply_override(data: dict, item: str) -> None:
 
 def _format_error(e: ValidationError) -> str:
     err = e.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"])
+    # a key is printed as typed unless that would hide it (empty) or break the line (a control character)
+    loc = ".".join(str(p) if str(p) and str(p).isprintable() else repr(str(p)) for p in err["loc"])
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         msg = "unknown key"
@@ -178,7 +179,14 @@ def from_dict(data: dict[str, Any]) -> FlowConfig:
 def load_config(name_or_path: str = "tiny", overrides: list[str] | tuple[str, ...] = ()) -> FlowConfig:
     """A preset name (configs/NAME.yaml), a YAML path, or inline JSON; then overrides; then validation."""
     text = name_or_path.strip()
-    data = json.loads(text) if text.startswith("{") else _read_preset(text)
+    if text.startswith("{"):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"config error: --config: inline JSON is not valid ({e.msg} at line {e.lineno} "
+                              f"column {e.colno})") from None
+    else:
+        data = _read_preset(text)
     for item in overrides:
         apply_override(data, item)
     return from_dict(data)

@@ -46,6 +46,13 @@ def build(settings: PipelineSettings):
                    nodes_midtrain: int = s.stage_nodes("midtrain"),
                    nodes_long_context: int = s.stage_nodes("long-context"), nodes_sft: int = s.stage_nodes("sft"),
                    nodes_dpo: int = s.stage_nodes("dpo")):
+        """Args:
+            config: Preset name (configs/NAME.yaml) or inline JSON. Its sources come from OLMOFLOW_SOURCES (the
+                chart's s3.sources, s3://BUCKET/sources, uploaded from `make data`), never from local files.
+            start: First stage to run (curate ... rlvr, eval, model-flow); earlier ones are skipped.
+            stop: Last stage to run; model-flow (the default) evaluates every stage and gathers the report.
+            init: Artifact URI the start stage reads instead of the previous stage's (a checkpoint).
+        """
         nodes = {"curate": nodes_curate, "pretrain": nodes_pretrain, "midtrain": nodes_midtrain,
                  "long-context": nodes_long_context, "sft": nodes_sft, "dpo": nodes_dpo}
         run = dict(config=config, overrides=overrides, start=start, stop=stop, init=init, flow_run=flow_run,

@@ -97,7 +97,8 @@ def json_values(keys: st.SearchStrategy[str]) -> st.SearchStrategy:
 
 
 json_value = json_values(st.text(max_size=6))
-# Keys config.py can print on one line (its gaps with the others: test_config_py_gaps).
+# Printable, non-empty keys: the message names them as they are (an empty key or a line break is shown quoted or
+# escaped: the test below).
 config_key = st.text(min_size=1, max_size=8).filter(str.isprintable)
 config_value = json_values(config_key)
 
@@ -126,16 +127,12 @@ def test_a_wrong_value_inside_a_valid_preset_as_json_is_named(key, value):
     assert one_line(e).startswith(f"config error: {key}: "), str(e.value)
 
 
-# config.py (not this change's file) still has three gaps the properties above found; each case flips to XPASS (and
-# fails, strict) once config.py is fixed, and the filters above can then go:
-# - load_config hands inline JSON to json.loads unguarded: a JSONDecodeError traceback, not a ConfigError;
-# - _format_error prints an empty key as nothing ("config error: : unknown key" names no key);
-# - _format_error prints a key as it is, so a key holding a line break splits the one-line error.
-@pytest.mark.xfail(strict=True, reason="config.py: see the comment above")
+# Three gaps the properties above found: inline JSON that does not parse (once a traceback), an empty key (once
+# "config error: : unknown key", naming nothing), a key holding a line break (once a two-line error).
 @pytest.mark.parametrize("config,overrides", [
     ('{"pretrain": {"lr": 1', []), ('{"pretrain": }', []), (json.dumps({"": 1}), []), (json.dumps({"a\rb": 1}), []),
     (json.dumps({"pretrain": {"x\u2028y": 1}}), []), ("tiny", ["pretrain.a\rb=1"])])
-def test_config_py_gaps(config, overrides):
+def test_unparsable_json_an_empty_key_and_a_line_break_are_one_line(config, overrides):
     with pytest.raises(ConfigError) as e:
         load_config(config, overrides)
     msg = one_line(e)

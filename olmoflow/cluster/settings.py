@@ -102,6 +102,10 @@ class PipelineSettings(Section):
     """Defaults of the nodes_{section} parameters by stage name, e.g. {pretrain: 16}; absent = 1. A stage on >1 node
     runs as a TrainJob/PyTorchJob/RayJob (olmoflow.cluster) and its task pod only launches and waits, so it requests
     no GPU. Only a stage that scales out (olmoflow/registry.py) has the parameter."""
+    local: bool = False
+    """The tasks run as processes of this machine (kfp.local, `olmoflow run`): kfp.local applies a task's env
+    but none of its Kubernetes settings, so the work volume's env (HOME, TMPDIR, OLMOFLOW_HOME pointing at a mount
+    that does not exist here) is left off. Never set for a compiled pipeline."""
     retries: int = Field(3, ge=0)
     """Retries of a failed task (spot preemption, node loss); a retried stage resumes from its in-stage checkpoint."""
     backoff: str = "60s"
@@ -224,6 +228,8 @@ def _work_volume(task: Any, settings: PipelineSettings) -> None:
                                         settings.work_storage_class or None)
     else:
         kubernetes.empty_dir_mount(task, WORK_VOLUME, settings.work_dir, size_limit=settings.work_size)
+    if settings.local:
+        return
     for name, value in work_env(settings.work_dir).items():
         task.set_env_variable(name, value)
 

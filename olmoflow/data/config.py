@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -308,9 +309,10 @@ class RayConfig(Section):
 
 
 class CurateConfig(Section):
-    sources_dir: str = ".olmoflow/sources"
+    sources_dir: str = Field(default_factory=lambda: os.environ.get("OLMOFLOW_SOURCES") or ".olmoflow/sources")
     """Where `make data` puts the sources: a local folder (relative to the working directory, or absolute) or an
-    s3://bucket/prefix (endpoint and credentials from the AWS_* environment)."""
+    s3://bucket/prefix (endpoint and credentials from the AWS_* environment). Default: $OLMOFLOW_SOURCES (the
+    chart's s3.sources, set in every pod, so a one-click run reads no local file), else .olmoflow/sources."""
     sources: list[SourceConfig] = []
     """Pretraining text, read in this order (exact dedup keeps the first copy)."""
     fuzzy_dedup: FuzzyDedupConfig = FuzzyDedupConfig()

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from olmoflow.config import FlowConfig, to_json
-from olmoflow.flow.pipeline import load_pipeline
+from olmoflow.flow.pipeline import pipeline
 from olmoflow.flow.plan import Plan
 from olmoflow.registry import LAST
 
@@ -136,7 +136,10 @@ def run_flow(cfg: FlowConfig, start: str = "curate", stop: str = LAST, init: str
     preflight(cfg, plan)
     _oneof_artifacts()
     _caller_name_without_stack()
-    model_flow = load_pipeline()  # before MLflow: see the module's docstring
+    # before MLflow (see the module's docstring); no retries: on a cluster a retry outlives a preempted pod, here a
+    # failed task fails the same way again, minutes later (KFP's backoff)
+    from olmoflow.cluster.settings import PipelineSettings
+    model_flow = pipeline(PipelineSettings(local=True, retries=0))
     flow_run = time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
     tracker = Tracker(cfg.flow.name, flow_run)
     parent = tracker.parent_run_id(tags={"olmoflow.config": config_name, "olmoflow.plan": f"{start}..{stop}",
