@@ -22,7 +22,7 @@ help:
 	@echo "make data     fetch the demo data into .olmoflow/sources"
 	@echo "make ui       MLflow UI on the local tracking database (prints each flow's runs URL)"
 	@echo "make compile  compile pipelines/model_flow.yaml for a cluster"
-	@echo "make bench    benchmarks against named peers (ratios)"
+	@echo "make bench    every benchmark against its named peer; writes bench/RESULTS.md (BENCH_ARGS=--quick)"
 	@echo "make images   build the container images (docker or buildah)"
 	@echo "make chart    lint and render the Helm chart"
 
