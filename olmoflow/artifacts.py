@@ -162,7 +162,13 @@ def read_manifest(uri: str, kind: str | None = None) -> dict[str, Any]:
     return manifest
 
 
-def open_artifact(uri: str, kind: str | None = None, cache_dir: str | Path = ".olmoflow/cache") -> Artifact:
+def home() -> Path:
+    """olmoflow's own writable folder: $OLMOFLOW_HOME (a pod's work volume, where the image's folders are
+    read-only), else .olmoflow in the working directory."""
+    return Path(os.environ.get("OLMOFLOW_HOME") or ".olmoflow")
+
+
+def open_artifact(uri: str, kind: str | None = None, cache_dir: str | Path | None = None) -> Artifact:
     """Read, verify and (for s3://) download an artifact; `kind` refuses an artifact of another kind."""
     uri = uri.rstrip("/")
     manifest = read_manifest(uri, kind)
@@ -170,7 +176,7 @@ def open_artifact(uri: str, kind: str | None = None, cache_dir: str | Path = ".o
         path = Path(uri.removeprefix("file://"))
         verify_files(path, manifest["files"], uri)
         return Artifact(uri, manifest, path)
-    path = Path(cache_dir) / "artifacts" / manifest["stage"] / manifest["fingerprint"]
+    path = Path(cache_dir or home() / "cache") / "artifacts" / manifest["stage"] / manifest["fingerprint"]
     done = path / ".verified"
     # The copy is this URI's with these files: another store's artifact of the same name is not taken for it.
     stamp = json.dumps({"uri": uri, "files": manifest["files"]}, sort_keys=True)
@@ -194,10 +200,10 @@ def open_artifact(uri: str, kind: str | None = None, cache_dir: str | Path = ".o
 class ArtifactStore:
     """Artifacts of one flow in one store (a local folder or s3://bucket/prefix)."""
 
-    def __init__(self, root: str, flow: str, cache_dir: str | Path = ".olmoflow/cache"):
+    def __init__(self, root: str, flow: str, cache_dir: str | Path | None = None):
         self.root = root.rstrip("/")
         self.flow = check_segment(flow, "flow name", self.root)
-        self.cache_dir = Path(cache_dir)
+        self.cache_dir = Path(cache_dir or home() / "cache")
         self.storage = storage_for(self.root)
 
     def uri(self, stage: str, fp: str) -> str:

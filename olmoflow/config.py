@@ -15,6 +15,7 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from olmoflow._base import Section
+from olmoflow.artifacts import home
 from olmoflow.data.config import CurateConfig
 from olmoflow.evals.config import EvalConfig
 from olmoflow.evals.modelflow_config import ModelFlowConfig
@@ -37,9 +38,9 @@ class ConfigError(ValueError):
 class FlowSettings(Section):
     name: str = Field("olmo3", pattern=r"^[a-z0-9][a-z0-9-]*$")
     """The flow's name: the MLflow experiment and the top folder in the store."""
-    store: str = Field(default_factory=lambda: os.environ.get("OLMOFLOW_STORE", ".olmoflow/store"))
+    store: str = Field(default_factory=lambda: os.environ.get("OLMOFLOW_STORE") or str(home() / "store"))
     """Artifact store: a local path or s3://bucket/prefix. Default: $OLMOFLOW_STORE (the chart sets it in every
-    pod, so a one-click cluster run of any preset shares one store), else .olmoflow/store."""
+    pod, so a one-click cluster run of any preset shares one store), else store/ in $OLMOFLOW_HOME (.olmoflow)."""
     threads: int = Field(0, ge=0)
     """torch threads per process; 0 = all cores."""
 

@@ -1,6 +1,7 @@
 """The stage artifact contract: fingerprints, manifest-last commits, checksums on read, no overwrites."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -71,3 +72,14 @@ def test_complete_artifact_is_never_overwritten(tmp_path):
     art = open_artifact(uri)
     assert (art.path / "model" / "w.bin").read_bytes() == b"first"
     assert art.manifest == before
+
+
+def test_olmoflow_home_moves_the_cache_and_default_store(tmp_path, monkeypatch):
+    """A pod's image folders are read-only: $OLMOFLOW_HOME (the chart's work volume) holds what olmoflow writes."""
+    from olmoflow.config import load_config
+    monkeypatch.delenv("OLMOFLOW_STORE", raising=False)
+    monkeypatch.setenv("OLMOFLOW_HOME", str(tmp_path / "work"))
+    assert ArtifactStore("s3://bucket/x", "f").cache_dir == tmp_path / "work" / "cache"
+    assert load_config("smoke").flow.store == str(tmp_path / "work" / "store")
+    monkeypatch.delenv("OLMOFLOW_HOME")
+    assert ArtifactStore("s3://bucket/x", "f").cache_dir == Path(".olmoflow/cache")

@@ -22,6 +22,7 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
+from olmoflow.artifacts import home
 from olmoflow.config import FlowConfig, to_json
 from olmoflow.flow.pipeline import pipeline
 from olmoflow.flow.plan import Plan
@@ -147,7 +148,7 @@ def run_flow(cfg: FlowConfig, start: str = "curate", stop: str = LAST, init: str
     tracker.log_text(parent, to_json(cfg), "flow_config.json")
     print(f"olmoflow: flow run {flow_run} ({', '.join(plan.ordered())}) — store {cfg.flow.store}", flush=True)
 
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=".olmoflow/kfp",
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(home() / "kfp"),
                raise_on_error=True)
     started = time.time()
     out = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(_KfpNoise(sys.stdout))
