@@ -131,7 +131,8 @@ def _add_task(out: dict[str, Any], stage: str, name: str, task: Any, suite: str)
 def gather(per_stage: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """{stage: eval results.json} (in flow order) → the model-flow results (see the module's docstring)."""
     out: dict[str, Any] = {"stages": {}, "order": [], "tasks": [], "primary": {}, "lower_is_better": {},
-                           "chance": {}, "suites": {}, "failed": {}, "contamination": {}, "checkpoints": {}}
+                           "chance": {}, "suites": {}, "failed": {}, "contamination": {}, "checkpoints": {},
+                           "traces": {}}
     for stage, results in per_stage.items():
         if not isinstance(results, dict):
             raise ModelFlowError(f"model-flow: stage {stage}: eval results are not a JSON object")
@@ -151,6 +152,10 @@ def gather(per_stage: dict[str, dict[str, Any]]) -> dict[str, Any]:
         checkpoint = (results.get("model") or {}).get("checkpoint")
         if checkpoint:
             out["checkpoints"][stage] = checkpoint
+        trace = results.get("trace") or {}
+        if trace.get("checkpoints") or trace.get("note"):  # OlmoTrace of the stage's sample generations
+            out["traces"][stage] = {"status": trace.get("status", ""), "note": trace.get("note", ""),
+                                    "checkpoints": trace.get("checkpoints", [])}
     if any(HELDOUT in s for s in out["stages"].values()):
         out["tasks"].append(HELDOUT)
     # base before chat, as the flow goes; a suite eval may add later after them

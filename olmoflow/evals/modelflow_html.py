@@ -161,12 +161,50 @@ def render(gathered: dict[str, Any], plots: dict[str, Path], title: str = "Model
         parts += ["<h2>Failed tasks</h2>", "<ul>"]
         parts += [f"<li>{html.escape(s)} / {html.escape(t)}: {html.escape(r)}</li>" for s, t, r in failed]
         parts.append("</ul>")
+    parts += _traces(gathered)
     if gathered["checkpoints"]:
         parts += ["<h2>Checkpoints</h2>", "<ul>"]
         parts += [f"<li>{html.escape(s)}: <code>{html.escape(u)}</code></li>"
                   for s, u in gathered["checkpoints"].items()]
         parts.append("</ul>")
     return "\n".join(parts + ["</body></html>", ""])
+
+
+def _marked(text: str, spans: list[dict[str, Any]]) -> str:
+    """The text, escaped, with each traced span in <mark> (spans are character offsets, merged for display)."""
+    out, at = [], 0
+    for sp in sorted(spans, key=lambda s: s["start"]):
+        if sp["start"] < at:
+            continue
+        out += [html.escape(text[at:sp["start"]]),
+                f'<mark title="×{sp.get("count", "?")}">{html.escape(text[sp["start"]:sp["end"]])}</mark>']
+        at = sp["end"]
+    return "".join(out + [html.escape(text[at:])])
+
+
+def _traces(gathered: dict[str, Any]) -> list[str]:
+    """Where each stage's sample generations occur verbatim in the training data (OlmoTrace, per eval)."""
+    traces = gathered.get("traces") or {}
+    if not traces:
+        return []
+    parts = ["<h2>Where the model saw it (OlmoTrace)</h2>",
+             '<p class="note">Each evaluated checkpoint continued a few held-out openings; marked spans occur '
+             "verbatim in the training data (hover: occurrences), with the documents they came from.</p>"]
+    for stage, t in traces.items():
+        entries = t["checkpoints"]
+        if not entries:
+            parts.append(f"<p><b>{html.escape(stage)}</b>: not traced — {html.escape(t['note'])}</p>")
+            continue
+        for e in entries:
+            parts.append(f"<h3>{html.escape(stage)}: {len(e['samples'])} samples, {e['spans']} spans, "
+                         f"{100 * e['covered']:.1f}% of the generated text</h3><ul>")
+            for sample in e["samples"]:
+                docs = sorted({f"{d['source']} / {d['doc_id']}" for sp in sample["spans"] for d in sp["docs"]})
+                marked = _marked(sample["generated"], sample["spans"])
+                source = f"<br><small>from: {html.escape('; '.join(docs[:5]))}</small>" if docs else ""
+                parts.append(f"<li><code>{html.escape(sample['prompt'])}</code> → {marked}{source}</li>")
+            parts.append("</ul>")
+    return parts
 
 
 def write_report(out: Path, gathered: dict[str, Any], title: str = "Model flow") -> dict[str, Path]:

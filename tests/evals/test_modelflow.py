@@ -153,3 +153,19 @@ def test_predictions_are_carried_per_stage(tmp_path):
     assert copy_predictions(src, out, "sft") == ["arc_easy"]
     assert (out / "predictions" / "sft" / "arc_easy.jsonl").read_text() == '{"id": "1", "correct": true}\n'
     assert copy_predictions(tmp_path / "no-eval", out, "dpo") == []
+
+
+def test_each_stages_traced_samples_are_in_the_report(per_stage, tmp_path):
+    """OlmoTrace per stage: the spans of each checkpoint's sample generations, marked, with their documents."""
+    span = {"text": "The answer is", "start": 1, "end": 14, "count": 557,
+            "docs": [{"source": "synthetic-qa", "doc_id": "082c", "snippet": "..."}]}
+    per_stage["sft"]["trace"] = {"status": "traced", "note": "", "checkpoints": [{
+        "stage": "sft", "uri": "/store/ckpt", "chat": True, "spans": 1, "covered": 0.25,
+        "samples": [{"id": "val/web#0", "prompt": "Plants <need>", "generated": " The answer is 4", "spans": [span],
+                     "covered": 0.8}]}]}
+    per_stage["pretrain"]["trace"] = {"status": "no index", "note": "no trace index was given", "checkpoints": []}
+    g = gather(per_stage)
+    assert list(g["traces"]) == ["pretrain", "sft"] and g["traces"]["sft"]["checkpoints"][0]["spans"] == 1
+    page = write_report(tmp_path, g)["report.html"].read_text()
+    assert '<mark title="×557">The answer is</mark> 4' in page and "Plants &lt;need&gt;" in page
+    assert "from: synthetic-qa / 082c" in page and "not traced — no trace index was given" in page
