@@ -67,6 +67,8 @@ JOURNAL_ENV = "OLMOFLOW_TRACKING_JOURNAL"
 """The folder of the write-behind journals (default .olmoflow/tracking-journal under the working directory)."""
 DRAIN_ENV = "OLMOFLOW_TRACKING_DRAIN_S"
 """Seconds end_stage waits for the journal to reach MLflow before leaving the rest on disk (default 60)."""
+ROTATE = 10_000
+"""Records in one journal file before a caught-up sender starts the next (end_stage always closes it)."""
 BACKOFF_ENV = "OLMOFLOW_TRACKING_BACKOFF_MAX_S"
 """The longest wait between two tries while MLflow does not answer (default 15 s; the first waits 0.5 s)."""
 log = logging.getLogger("olmoflow")
@@ -363,9 +365,12 @@ class _Journal:
             self._cond.notify_all()
             if self._segments:
                 self._start_sender()
-            while self._segments and time.monotonic() < deadline:
+            while self._unsent() and time.monotonic() < deadline:
                 self._cond.wait(min(0.5, max(0.0, deadline - time.monotonic())))
             left = sum(len(s["records"]) - s["sent"] for s in self._segments)
+            if not left:
+                for seg in list(self._segments):  # all sent: the files go; the next add starts a new one
+                    self._retire(seg)
         if left:
             log.warning("MLflow at %s did not take %d tracking records within %g s: they are kept in %s and sent "
                         "by the next stage run here once it answers", self.uri, left, timeout, self.folder)
@@ -373,20 +378,23 @@ class _Journal:
 
     # --- the sender ------------------------------------------------------------------------------------------
 
+    def _unsent(self) -> dict[str, Any] | None:
+        """The oldest segment with records not yet sent (under self._cond)."""
+        return next((s for s in self._segments if s["sent"] < len(s["records"])), None)
+
     def _send_loop(self) -> None:
         attempt = 0
         while True:
             with self._cond:
-                while not self._segments:
-                    self._cond.wait(5.0)
-                    if not self._segments:
+                while (seg := self._unsent()) is None:
+                    # Caught up: adopted segments go now, this Tracker's own once it is long (not after every
+                    # step, which would make a file per step) or when end_stage flushes.
+                    for done in [s for s in self._segments if s is not self._own or len(s["records"]) >= ROTATE]:
+                        self._retire(done)
+                    if not self._cond.wait(5.0) and not self._segments:
                         self._thread = None  # idle: the next add starts a new sender
                         return
-                seg = self._segments[0]
                 batch = self._next_batch(seg)
-            if not batch:
-                self._retire(seg)
-                continue
             try:
                 self._send(batch)
             except Exception as e:
@@ -447,6 +455,7 @@ class _Journal:
             self.client.set_terminated(run, first["status"], first["end_time"])
 
     def _acknowledge(self, seg: dict[str, Any], n: int) -> None:
+        """Count n more records of seg as sent, on disk too (so no later process sends them again)."""
         with self._cond:
             seg["sent"] += n
             if seg["path"] is not None:
@@ -459,20 +468,20 @@ class _Journal:
             self._cond.notify_all()
 
     def _retire(self, seg: dict[str, Any]) -> None:
-        """A fully sent segment: its files go, and the next add starts a new one."""
-        with self._cond:
-            if seg["sent"] < len(seg["records"]):
-                return
-            self._segments.remove(seg)
-            if seg is self._own:
-                self._own = None
-            if seg["path"] is not None:
-                seg["fh"].close()
-                for suffix in (".sent", ".jsonl"):
-                    seg["path"].with_suffix(suffix).unlink(missing_ok=True)
-                shutil.rmtree(seg["path"].with_suffix(".files"), ignore_errors=True)
-                os.close(seg["lock"])
-            self._cond.notify_all()
+        """A fully sent segment (under self._cond): its files go; for this Tracker's own, the next add starts a new
+        one."""
+        if seg["sent"] < len(seg["records"]):
+            return
+        self._segments.remove(seg)
+        if seg is self._own:
+            self._own = None
+        if seg["path"] is not None:
+            seg["fh"].close()
+            for suffix in (".sent", ".jsonl"):
+                seg["path"].with_suffix(suffix).unlink(missing_ok=True)
+            shutil.rmtree(seg["path"].with_suffix(".files"), ignore_errors=True)
+            os.close(seg["lock"])
+        self._cond.notify_all()
 
     # --- files -----------------------------------------------------------------------------------------------
 
