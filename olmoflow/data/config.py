@@ -218,7 +218,13 @@ class PostDataConfig(Section):
     dpo_synthetic: int = Field(500, ge=0)
     """Synthetic arithmetic pairs (correct worked answer vs. a wrong one) added to post/dpo.jsonl."""
     rl_prompts: int = Field(1000, ge=0)
-    """Synthetic arithmetic prompts with exact answers in post/rl.jsonl."""
+    """Synthetic arithmetic prompts with exact answers in post/rl.jsonl (scored by the math verifier)."""
+    rl_code: int = Field(300, ge=0)
+    """Synthetic code tasks with unit tests in post/rl.jsonl (the code verifier, in the sandbox); the rl
+    partition of olmoflow/data/synthetic_code.py holds 325 distinct prompts."""
+    rl_ifeval: int = Field(300, ge=0)
+    """Synthetic instruction-following prompts with one checkable constraint in post/rl.jsonl (the ifeval
+    verifier)."""
 
 
 EvalTask = Literal["arc_easy", "arc_challenge", "hellaswag", "piqa", "mmlu", "boolq", "sciq", "openbookqa",

@@ -1,8 +1,12 @@
 """Post-training data: SFT conversations from ShareGPT, DPO pairs from BIG-bench HHH, and synthetic arithmetic
-in chat form (SFT answers, delta-learning-style DPO pairs, RLVR prompts with exact answers).
+in chat form (SFT answers, delta-learning-style DPO pairs, RLVR prompts with exact answers), plus RLVR's other two
+verifiable families: small code tasks with unit tests (data/synthetic_code.py) and instruction-following prompts
+with checkable constraints (data/synthetic_if.py).
 
 Rows follow the payload contract: sft {"messages"}, dpo {"messages", "chosen", "rejected"},
-rl {"prompt", "answer", "verifier"}.
+rl {"prompt", "answer", "verifier"} where verifier (math | code | ifeval) names the function of
+olmoflow/post/verifiers.py that scores a completion against the answer (a number; the unit tests; the JSON spec of
+the constraints). Code rows also carry "entry_point" and a canonical "solution".
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from typing import Any
 
 from olmoflow.data.normalize import normalize
 from olmoflow.data.synthetic import Item, worked, wrong_answer
+from olmoflow.data.synthetic_code import code_rows
+from olmoflow.data.synthetic_if import if_rows
 
 ROLES = {"human": "user", "gpt": "assistant"}
 _ASCII_LETTER = re.compile(r"[A-Za-z]")
@@ -134,8 +140,12 @@ def dpo_from_items(items: list[Item], seed: int) -> list[dict]:
              "rejected": worked(it.problem, wrong_answer(it.problem, rng))} for it in items]
 
 
-def rl_from_items(items: list[Item]) -> list[dict]:
-    return [{"prompt": it.question, "answer": it.answer, "verifier": "math"} for it in items]
+def rl_from_items(items: list[Item], code: int = 0, ifeval: int = 0, seed: int = 0) -> list[dict]:
+    """RLVR's prompts: the arithmetic items (math verifier), then `code` code tasks and `ifeval` instruction
+    prompts from the rl partition of their generators (curate.post.rl_code / rl_ifeval)."""
+    return ([{"prompt": it.question, "answer": it.answer, "verifier": "math"} for it in items]
+            + [r.row() for r in code_rows("rl", code, seed, "rl")]
+            + [r.row() for r in if_rows("rl", ifeval, seed, "rl")])
 
 
 def texts(rows: list[dict]) -> list[str]:
