@@ -64,11 +64,51 @@ def test_sft_then_dpo_then_rlvr(payloads, tmp_path: Path) -> None:
     ctx = context("rlvr", cfg, tmp_path, data, ctx.out)
     m = rlvr.run(ctx)
     assert_checkpoint(ctx.out, "rlvr_reward.png")
-    for key in ("mean_reward", "zero_variance_fraction", "response_length", "loss", "clip_fraction"):
+    for key in ("mean_reward", "reward/math", "reward_errors", "zero_variance_fraction", "response_length", "loss",
+                "clip_fraction"):
         assert [s for s, _ in logged(ctx, key)] == [1, 2, 3], key
     assert all(0 <= v <= 1 for _, v in logged(ctx, "zero_variance_fraction"))
     assert all(1 <= v <= 16 for _, v in logged(ctx, "response_length"))
     assert 0.0 <= m["val_accuracy_before"] <= 1.0 and 0.0 <= m[stage_entry("rlvr").headline] <= 1.0
+
+
+def test_rlvr_scores_each_family_with_its_verifier_and_survives_one_that_raises(payloads, tmp_path: Path,
+                                                                               monkeypatch) -> None:
+    """post/rl.jsonl as curate writes it (math, code, ifeval) plus a family whose verifier always raises: every
+    family's reward and held-out accuracy are reported, the raising one scores 0 and is counted, the run ends."""
+    from collections import Counter
+
+    from olmoflow.data.postsets import rl_from_items
+    from olmoflow.post import verifiers
+
+    data, base = payloads
+    math = [json.loads(line) for line in (data / "post" / "rl.jsonl").read_text().splitlines()][:12]
+    mixed = math + rl_from_items([], code=12, ifeval=12, seed=0)
+    boom = [{"prompt": f"Say {i}.", "answer": str(i), "verifier": "boom"} for i in range(12)]
+    (tmp_path / "data" / "post").mkdir(parents=True)
+    (tmp_path / "data" / "post" / "rl.jsonl").write_text("".join(json.dumps(r) + "\n" for r in mixed + boom))
+
+    def explode(completion: str, answer: str) -> float:
+        raise RuntimeError("verifier bug")
+    monkeypatch.setitem(verifiers.VERIFIERS, "boom", explode)
+    monkeypatch.setattr(verifiers, "reward_errors", Counter())
+    monkeypatch.setattr(verifiers, "last_errors", {})
+    ctx = context("rlvr", smoke("rlvr.max_prompt_len=200"), tmp_path / "run", tmp_path / "data", base)
+    m = rlvr.run(ctx)
+
+    families = ("boom", "code", "ifeval", "math")
+    assert all(0.0 <= m[f"val_accuracy/{f}"] <= 1.0 and f"val_accuracy_before/{f}" in m for f in families)
+    assert m["val_accuracy/boom"] == m["val_accuracy_before/boom"] == 0.0
+    # 8 held-out prompts, 2 per family: each boom one raised before and after training, besides the sampled ones
+    assert m["reward_errors"] == m["reward_errors/boom"] >= 4
+    assert verifiers.reward_errors == {"boom": m["reward_errors"]}
+    assert verifiers.last_errors["boom"] == "RuntimeError: verifier bug"
+    sampled = {k.split("/")[1] for _, metrics in ctx.history for k in metrics if k.startswith("reward/")}
+    assert sampled == set(families)
+    assert all(v == 0.0 for _, v in logged(ctx, "reward/boom"))
+    per_step = sum(v for _, v in logged(ctx, "reward_errors/boom"))
+    assert per_step == sum(v for _, v in logged(ctx, "reward_errors")) and per_step >= 4  # a group of 4 at least
+    assert m["reward_errors"] == per_step + 4  # + the held-out passes
 
 
 def test_dpo_teaches_the_chosen_style(payloads, tmp_path: Path) -> None:
