@@ -35,6 +35,10 @@ class SFTConfig(PostTrainConfig):
     """0 = all conversations in the dataset."""
     val_examples: int = Field(64, gt=0)
     """Held-out conversations (a content-hash split of post/sft.jsonl) for the loss before and after."""
+    pack: bool = True
+    """Pack a step's conversations into rows of seq_len positions, each its own document (intra-document masking:
+    no token sees another conversation, positions restart at 0), `micro_batch` rows per forward; false: one
+    conversation per right-padded row. Same loss and gradient either way, up to float rounding."""
     checkpoint_every: int = Field(100, gt=0)
     log_every: int = Field(10, gt=0)
 

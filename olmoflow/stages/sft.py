@@ -6,8 +6,9 @@
 Conversations from post/sft.jsonl go through Olmo 3's chat template (olmoflow/post/chat.py). The loss is next-token
 cross-entropy on assistant tokens only (content and closing <|im_end|>), averaged over every assistant token of the
 step's batch however it is cut into micro-batches or split over ranks (olmoflow/post/sft.py, post/ranks.py).
-Batches are padded, not packed (olmoflow/post/data.py says why). LR: warmup, then linear to 0. A held-out slice of
-the conversations (a content-hash split) measures the loss before and after.
+With sft.pack, a step's conversations are packed into seq_len rows with intra-document masking
+(olmoflow/post/data.py). LR: warmup, then linear to 0. A held-out slice of the conversations (a content-hash split)
+measures the loss before and after.
 
 Under torchrun the model is sharded as in pretraining (olmoflow/train/parallel.py), each rank trains its share of
 every step, in-stage checkpoints are DCP (resharded when the world size changes) and rank 0 writes the payload.
@@ -91,7 +92,7 @@ def run(ctx: StageContext) -> dict[str, float]:
         batch = [train[i] for i in stream_indices(step * cfg.batch_size, cfg.batch_size, len(train), cfg.seed)]
         n_tokens = sum(e.n_targets for e in batch)
         loss_value = float(world.sum(sft_backward(model, share(batch, world), cfg.micro_batch, template.pad,
-                                                  n_tokens)))
+                                                  n_tokens, pack_len=cfg.seq_len if cfg.pack else 0)))
         grad_norm = parallel.clip_grads(model, cfg.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
