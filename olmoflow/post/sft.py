@@ -42,8 +42,10 @@ def packed_logprobs(model: nn.Module, packed: Packed) -> torch.Tensor:
 
 
 def _same_count_on_every_rank(chunks: list[Packed], pad_id: int) -> list[Packed]:
-    """Under FSDP every rank must run as many forwards, but ranks' shares may pack into different numbers of
-    micro-batches: the short ones get one-token, fully masked micro-batches (zero loss, zero gradient)."""
+    """Under FSDP every rank must run as many forwards and backwards, but ranks' shares may pack into different
+    numbers of micro-batches: the short ones get one-token micro-batches with no sequence (`spans` empty), which
+    sft_backward weighs 0. Their token is scored all the same, so backward runs through every block (FSDP's
+    gradient reduction hooks fire on each rank alike), contributing a zero gradient."""
     world = World.current()
     if world.size == 1:
         return chunks
@@ -51,7 +53,7 @@ def _same_count_on_every_rank(chunks: list[Packed], pad_id: int) -> list[Packed]
     counts[world.rank] = len(chunks)
     world.sum(counts)
     one = torch.full((1, 1), pad_id, dtype=torch.long)
-    empty = Packed(one, one, torch.zeros((1, 1)), torch.zeros((1, 1), dtype=torch.long), [])
+    empty = Packed(one, one, torch.ones((1, 1)), torch.zeros((1, 1), dtype=torch.long), [])
     return chunks + [empty] * (int(counts.max()) - len(chunks))
 
 
@@ -62,7 +64,7 @@ def sft_backward(model: nn.Module, batch: list[Encoded], micro_batch: int, pad_i
     pack_len > 0: packed into rows of pack_len positions (seq_len), else padded, one conversation per row."""
     if pack_len:
         chunks = _same_count_on_every_rank(packed_micro_batches(batch, micro_batch, pad_id, pack_len), pad_id)
-        sums = [lambda p=p: packed_logprobs(model, p).sum() for p in chunks]
+        sums = [lambda p=p: packed_logprobs(model, p).sum() * (1.0 if p.spans else 0.0) for p in chunks]
     else:
         padded = micro_batches(batch, micro_batch)
         sums = [lambda mb=mb: masked_sums(model, *pad_batch([e.ids for e in mb], [e.mask for e in mb], pad_id))[0]
