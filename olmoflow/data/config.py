@@ -220,8 +220,8 @@ class PostDataConfig(Section):
     rl_prompts: int = Field(1000, ge=0)
     """Synthetic arithmetic prompts with exact answers in post/rl.jsonl (scored by the math verifier)."""
     rl_code: int = Field(300, ge=0)
-    """Synthetic code tasks with unit tests in post/rl.jsonl (the code verifier, in the sandbox); the rl
-    partition of olmoflow/data/synthetic_code.py holds 325 distinct prompts."""
+    """Synthetic code tasks with unit tests in post/rl.jsonl (the code verifier, in the sandbox; the rl
+    partition of olmoflow/data/synthetic_code.py holds 340 distinct prompts; asking more is an error)."""
     rl_ifeval: int = Field(300, ge=0)
     """Synthetic instruction-following prompts with one checkable constraint in post/rl.jsonl (the ifeval
     verifier)."""

@@ -24,7 +24,7 @@ TOPICS = ("the sea", "autumn", "a city at night", "trains", "gardening", "a rain
           "a library", "mountains", "winter mornings", "a busy market", "bicycles", "the desert", "rivers",
           "old clocks", "a small village", "thunderstorms", "bread baking", "the night sky", "a quiet park",
           "snow", "lighthouses", "bees", "a kitchen", "maps", "the forest", "kites", "a harbor", "tea")
-TASKS = ("Describe {t}.", "Write a short note about {t}.", "Tell me about {t}.", "Write a few words on {t}.")
+TASKS = ("Describe {t}.", "Write about {t}.", "Tell me about {t}.", "Write a note on {t}.")
 KEYWORDS = ("light", "water", "green", "stone", "wind", "warm", "blue", "quiet", "small", "bright")
 SEPARATORS = (";", "|", " / ", " - ")
 CONJ = ("and", "but", "or", "so", "yet", "for", "nor")
@@ -43,18 +43,18 @@ CONSTRAINTS: tuple[Constraint, ...] = (
     Constraint("count:word_count_range", "Use between {min_words} and {max_words} words.",
                lambda r: (lambda lo: {"min_words": lo, "max_words": lo + r.randint(2, 8)})(r.randint(3, 20))),
     Constraint("format:title_case", "Start every word with a capital letter.", lambda r: {}),
-    Constraint("format:no_whitespace", "Write it without any spaces or line breaks.", lambda r: {}),
-    Constraint("count:numbers", "Put exactly {N} numbers in your answer.", lambda r: {"N": r.randint(1, 5)}),
-    Constraint("sentence:keyword", "Sentence number {N} must contain the word '{word}'.",
+    Constraint("format:no_whitespace", "Use no spaces or line breaks.", lambda r: {}),
+    Constraint("count:numbers", "Include exactly {N} numbers.", lambda r: {"N": r.randint(1, 5)}),
+    Constraint("sentence:keyword", "Sentence {N} must contain '{word}'.",
                lambda r: {"word": r.choice(KEYWORDS), "N": r.randint(1, 3)}),
     Constraint("words:keywords_specific_position", "Word {m} of sentence {n} must be '{keyword}'.",
                lambda r: {"keyword": r.choice(KEYWORDS), "n": r.randint(1, 2), "m": r.randint(1, 5)}),
-    Constraint("format:list", "Give a list whose items are separated by '{sep}'.",
+    Constraint("format:list", "List items separated by '{sep}'.",
                lambda r: {"sep": r.choice(SEPARATORS)}),
     Constraint("words:repeats", "No word may appear more than {small_n} times.",
                lambda r: {"small_n": r.randint(1, 3)}),
     Constraint("count:unique_word_count", "Use at least {N} different words.", lambda r: {"N": r.randint(5, 30)}),
-    Constraint("count:conjunctions", "Use at least {small_n} different joining words such as and, but, or.",
+    Constraint("count:conjunctions", "Use at least {small_n} different words like and, but, or.",
                lambda r: {"small_n": r.randint(2, 4)}),
     Constraint("count:pronouns", "Use at least {N} pronouns.", lambda r: {"N": r.randint(2, 8)}),
 )
