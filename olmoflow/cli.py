@@ -90,9 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
     cfg = sub.add_parser("config", help="print the resolved config and exit (a dry run)")
     _config_args(cfg)
 
-    exp = sub.add_parser("export-hf", help="write a checkpoint artifact as an HF Olmo3 directory")
+    exp = sub.add_parser("export-hf", help="write a checkpoint artifact as an HF Olmo3 directory (chat-ready for a "
+                                           "post-trained one)")
     exp.add_argument("checkpoint")
     exp.add_argument("out_dir")
+    exp.add_argument("--chat-format", choices=("auto", "base", "chat"), default="auto",
+                     help="ship the chat template, eos <|im_end|> (auto: when made by sft/dpo/rlvr or it has one)")
+    exp.add_argument("--max-shard-gb", type=float, default=5.0,
+                     help="largest safetensors file; a larger model is sharded, and written in bfloat16")
 
     imp = sub.add_parser("import-hf", help="make a checkpoint artifact from an HF Olmo3 directory")
     imp.add_argument("hf_dir")
@@ -223,10 +228,21 @@ def cmd_config(args) -> int:
 
 def cmd_export_hf(args) -> int:
     from olmoflow.artifacts import open_artifact
-    from olmoflow.model.hf import export_checkpoint
+    from olmoflow.evals.gen import chat_style
+    from olmoflow.model.hf import ChatSpec, export_checkpoint
+    from olmoflow.post.chat_template import CHAT_TEMPLATE, STOP
+    if args.max_shard_gb <= 0:
+        print(f"olmoflow: export-hf: --max-shard-gb must be positive, got {args.max_shard_gb}", file=sys.stderr)
+        return 2
     art = open_artifact(args.checkpoint, kind="checkpoint")
-    export_checkpoint(art.path, Path(args.out_dir))
-    print(args.out_dir)
+    chat, reason = chat_style(args.chat_format, art.manifest.get("stage"), art.path)
+    try:
+        export_checkpoint(art.path, Path(args.out_dir), ChatSpec(CHAT_TEMPLATE, STOP) if chat else None,
+                          max_shard_bytes=int(args.max_shard_gb * 1e9))
+    except (ValueError, FileNotFoundError) as e:  # HFFormatError is a ValueError: one line naming the file
+        print(f"olmoflow: export-hf: {e}", file=sys.stderr)
+        return 1
+    print(f"{args.out_dir} ({'chat template' if chat else 'no chat template'}; {reason})")
     return 0
 
 

@@ -8,7 +8,8 @@ The config states `layer_types` explicitly (HF's default marks only every 4th la
 one full), and YaRN in transformers 5.x's per-layer-type form: `rope_parameters = {"full_attention": yarn,
 "sliding_attention": default}`. Import also reads the older top-level `rope_theta` / `rope_scaling`, which
 transformers 5.x applies to full-attention layers only. `export_checkpoint` flattens a checkpoint artifact's
-model/ + tokenizer.json into one HF directory (`olmoflow export-hf`).
+model/ + tokenizer.json into one HF directory (`olmoflow export-hf`) that transformers' Auto classes load, chat-ready
+for a post-trained checkpoint (the chat template in tokenizer_config.json, eos <|im_end|>), sharded past a size.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +25,13 @@ import torch
 from pydantic import ValidationError
 from safetensors import safe_open
 from safetensors.torch import save_file
+from tokenizers import Tokenizer
 
 from olmoflow.model.config import ModelConfig, YarnConfig
 from olmoflow.model.olmo3 import Olmo3
 
 FULL, SLIDING = "full_attention", "sliding_attention"
+EOS, PAD = "<|endoftext|>", "<|pad|>"
 
 
 class HFFormatError(ValueError):
@@ -104,15 +108,111 @@ def export_hf(model: Olmo3, out_dir: str | Path, eos_token_id: int | None = None
     return out
 
 
-def export_checkpoint(ckpt_dir: str | Path, out_dir: str | Path) -> Path:
-    """A checkpoint payload (model/ + tokenizer.json) as one flat HF directory: config, weights, tokenizer.json."""
+SHARD_BYTES = 5 * 10**9
+"""Default largest safetensors file of an export (transformers' own default, "5GB")."""
+
+
+@dataclass
+class ChatSpec:
+    """What makes an export chat-ready: the Jinja chat template, and the token that ends an assistant turn (the
+    eos of generation_config.json, so `generate` stops where olmoflow's generation stops)."""
+
+    template: str
+    stop_token: str
+
+
+def export_checkpoint(ckpt_dir: str | Path, out_dir: str | Path, chat: ChatSpec | None = None,
+                      max_shard_bytes: int = SHARD_BYTES, dtype: torch.dtype | None = None) -> Path:
+    """A checkpoint payload (model/ + tokenizer.json) as one flat HF directory that transformers' Auto classes load:
+    config.json, generation_config.json, the weights, tokenizer.json and tokenizer_config.json.
+
+    With `chat`, tokenizer_config.json carries the chat template and the stop token is eos everywhere (else eos is
+    <|endoftext|>). Weights over `max_shard_bytes` are split into shards of at most that size with an index
+    (model.safetensors.index.json); `dtype` None keeps the stored dtype for a model that fits one shard and writes
+    a larger one in bfloat16, as published checkpoints are."""
     src, out = Path(ckpt_dir), Path(out_dir)
     model_dir = src / "model"
-    config_from_hf(json.loads((model_dir / "config.json").read_text()), str(model_dir / "config.json"))
+    tok_path = src / "tokenizer.json"
+    if not tok_path.exists():
+        raise FileNotFoundError(f"{tok_path}: not found; a checkpoint holds model/ and tokenizer.json")
+    hf = json.loads((model_dir / "config.json").read_text())
+    cfg = config_from_hf(hf, str(model_dir / "config.json"))
+    found = read_hf_tensors(model_dir)
+    stored = {name: _slice_bytes(handle, name) for name, (_, handle) in found.items()}
+    if dtype is None:
+        dtype = torch.bfloat16 if sum(stored.values()) > max_shard_bytes else _stored_dtype(found)
     out.mkdir(parents=True, exist_ok=True)
-    for f in [*model_dir.glob("*.json"), *model_dir.glob("*.safetensors"), src / "tokenizer.json"]:
-        shutil.copyfile(f, out / f.name)
+    _write_shards(found, out, dtype, max_shard_bytes)
+
+    tokenizer = Tokenizer.from_file(str(tok_path))
+    special = {name: _token_id(tokenizer, name, tok_path) for name in (EOS, PAD)}
+    stop = EOS if chat is None else chat.stop_token
+    special[stop] = _token_id(tokenizer, stop, tok_path)
+    hf.update(eos_token_id=special[stop], pad_token_id=special[PAD], dtype=str(dtype).removeprefix("torch."))
+    (out / "config.json").write_text(json.dumps(hf, indent=2) + "\n")
+    (out / "generation_config.json").write_text(json.dumps(
+        {"eos_token_id": special[stop], "pad_token_id": special[PAD], "bos_token_id": None}, indent=2) + "\n")
+    shutil.copyfile(tok_path, out / "tokenizer.json")
+    tok_cfg: dict[str, Any] = {
+        "tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": cfg.max_seq_len,
+        "eos_token": stop, "pad_token": PAD, "bos_token": None, "unk_token": None,
+        "clean_up_tokenization_spaces": False}
+    if chat is not None:
+        tok_cfg["chat_template"] = chat.template
+    (out / "tokenizer_config.json").write_text(json.dumps(tok_cfg, indent=2) + "\n")
     return out
+
+
+def _token_id(tokenizer: Tokenizer, name: str, where: Path) -> int:
+    i = tokenizer.token_to_id(name)
+    if i is None:
+        raise ValueError(f"{where}: no special token {name} (export-hf needs it in the tokenizer)")
+    return i
+
+
+_SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}
+
+
+def _stored_dtype(found: dict[str, tuple[Path, Any]]) -> torch.dtype:
+    """The dtype of the stored weights (all alike, as export_hf writes them), from the file header alone."""
+    name, (f, handle) = next(iter(found.items()))
+    code = handle.get_slice(name).get_dtype()
+    if code not in _SAFETENSORS_DTYPES:
+        raise HFFormatError(f"{f}: {name} is stored as {code}; export-hf writes float weights only")
+    return _SAFETENSORS_DTYPES[code]
+
+
+def _slice_bytes(handle: Any, name: str) -> int:
+    sl = handle.get_slice(name)
+    return math.prod(sl.get_shape()) * _SAFETENSORS_DTYPES.get(sl.get_dtype(), torch.float32).itemsize
+
+
+def _write_shards(found: dict[str, tuple[Path, Any]], out: Path, dtype: torch.dtype, max_shard_bytes: int) -> None:
+    """The tensors in `dtype`, in their stored order, cut into files of at most max_shard_bytes (a tensor larger
+    than that is a file of its own); one file needs no index. Reads one shard's tensors at a time."""
+    width = torch.tensor([], dtype=dtype).element_size()
+    groups: list[list[str]] = [[]]
+    size = 0
+    for name, (_, handle) in found.items():
+        n = math.prod(handle.get_slice(name).get_shape()) * width
+        if groups[-1] and size + n > max_shard_bytes:
+            groups.append([])
+            size = 0
+        groups[-1].append(name)
+        size += n
+    for old in [*out.glob("model*.safetensors"), out / "model.safetensors.index.json"]:
+        old.unlink(missing_ok=True)  # a re-export into the same folder leaves no stale shard behind
+    files = (["model.safetensors"] if len(groups) == 1 else
+             [f"model-{i + 1:05d}-of-{len(groups):05d}.safetensors" for i in range(len(groups))])
+    weight_map, total = {}, 0
+    for names, file in zip(groups, files):
+        tensors = {n: found[n][1].get_tensor(n).to(dtype).contiguous() for n in names}
+        save_file(tensors, str(out / file), metadata={"format": "pt"})
+        total += sum(t.numel() * width for t in tensors.values())
+        weight_map.update(dict.fromkeys(names, file))
+    if len(groups) > 1:
+        (out / "model.safetensors.index.json").write_text(json.dumps(
+            {"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2) + "\n")
 
 
 def config_from_hf(hf: dict[str, Any], where: str = "config.json") -> ModelConfig:

@@ -35,8 +35,8 @@ def test_checkpoint_round_trip(tmp_path):
         assert torch.equal(loaded(x), model(x))
 
     export_checkpoint(tmp_path / "ckpt", tmp_path / "hf")
-    assert sorted(p.name for p in (tmp_path / "hf").iterdir()) == ["config.json", "model.safetensors",
-                                                                    "tokenizer.json"]
+    assert sorted(p.name for p in (tmp_path / "hf").iterdir()) == [
+        "config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"]
 
 
 def test_a_tokenizer_larger_than_the_embedding_is_refused(tmp_path):
