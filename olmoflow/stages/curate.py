@@ -113,9 +113,11 @@ def build_post(cfg: CurateConfig, root: str, arith: dict[str, list[synthetic.Ite
                     else ([], Counter()))
     rows = {"sft": sft + sft_from_items(arith["sft"]),
             "dpo": dpo + dpo_from_items(arith["dpo"], cfg.synthetic.seed),
-            "rl": rl_from_items(arith["rl"])}
+            "rl": rl_from_items(arith["rl"], p.rl_code, p.rl_ifeval, cfg.synthetic.seed)}
+    families = Counter(r.get("verifier", "math") for r in rows["rl"])
     stats: dict[str, Any] = {"sft_sharegpt": len(sft), "sft_synthetic": len(arith["sft"]),
-                             "dpo_hhh": len(dpo), "dpo_synthetic": len(arith["dpo"]), "rl": len(rows["rl"])}
+                             "dpo_hhh": len(dpo), "dpo_synthetic": len(arith["dpo"]), "rl": len(rows["rl"]),
+                             **{f"rl_{family}": n for family, n in sorted(families.items())}}
     for name in rows:
         clean = []
         for r in rows[name]:

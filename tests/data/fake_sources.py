@@ -135,7 +135,7 @@ def curate_section(root: Path, **over: Any) -> dict[str, Any]:
                   "midtrain": {"domains": {"math": 0.4, "qa": 0.2, "code": 0.4}, "max_tier": 1}},
         "synthetic": {"midtrain_docs": 20, "problems_per_doc": 4},
         "post": {"sharegpt": "chat.jsonl", "hhh": "hhh/*/task.json", "sft_conversations": 10, "sft_synthetic": 20,
-                 "dpo_synthetic": 10, "rl_prompts": 30},
+                 "dpo_synthetic": 10, "rl_prompts": 30, "rl_code": 6, "rl_ifeval": 6},
         "eval": {"arc_easy": "arc/*.arrow", "arithmetic_items": 40},
     }
     section.update(over)

@@ -130,7 +130,9 @@ def test_post_rows(fake):
     assert dpo[0]["chosen"] == "Sure: flour, water, yeast, salt." and dpo[0]["rejected"] == "No."
     assert len(dpo) == 2 + 10
     rl = read_jsonl(out / "post" / "rl.jsonl")
-    assert len(rl) == 30 and all(r["verifier"] == "math" for r in rl)
+    # math first, then the code tasks (run in the sandbox) and the instruction-following prompts
+    assert [r["verifier"] for r in rl] == ["math"] * 30 + ["code"] * 6 + ["ifeval"] * 6
+    assert (stats["post"]["rl_math"], stats["post"]["rl_code"], stats["post"]["rl_ifeval"]) == (30, 6, 6)
 
 
 def test_missing_source_fails_before_writing(tmp_path):
