@@ -53,7 +53,9 @@ def register_models(ctx: StageContext, stages: list[str]) -> str:
 def _exports(ctx: StageContext, stages: list[str]) -> Iterator[tuple[str, Path]]:
     """(stage, its checkpoint's HF export), one at a time: each export is removed once the next is asked for (after
     it was logged), so the disk holds one model's copy, not one per stage."""
-    from olmoflow.model.hf import export_checkpoint
+    from olmoflow.evals.gen import chat_style
+    from olmoflow.model.hf import ChatSpec, export_checkpoint
+    from olmoflow.post.chat_template import CHAT_TEMPLATE, STOP
 
     store = ArtifactStore(ctx.cfg.flow.store, ctx.cfg.flow.name)
     for stage in stages:
@@ -62,8 +64,11 @@ def _exports(ctx: StageContext, stages: list[str]) -> Iterator[tuple[str, Path]]
             raise ValueError(f"model-flow: eval-{stage}'s manifest names no checkpoint input to register")
         checkpoint = store.open(given, kind="checkpoint")  # verified (and downloaded, for s3://)
         with tempfile.TemporaryDirectory(prefix=f"olmoflow-hf-{stage}-") as tmp:
-            ctx.log.info("model-flow: exporting %s's checkpoint %s", stage, given)
-            yield stage, export_checkpoint(checkpoint.path, Path(tmp) / stage)
+            # a post-trained checkpoint is registered chat-ready: its chat template, eos <|im_end|>
+            chat, _ = chat_style("auto", checkpoint.manifest.get("stage"), checkpoint.path)
+            ctx.log.info("model-flow: exporting %s's checkpoint %s%s", stage, given, " (chat)" if chat else "")
+            yield stage, export_checkpoint(checkpoint.path, Path(tmp) / stage,
+                                           ChatSpec(CHAT_TEMPLATE, STOP) if chat else None)
 
 
 def run(ctx: StageContext) -> dict[str, float]:

@@ -12,6 +12,7 @@ from kit import make_test_context, tiny_olmo
 
 from olmoflow.artifacts import ArtifactStore, sha256_file
 from olmoflow.contract.context import InputArtifact
+from olmoflow.data.tokenizer import train_bpe
 from olmoflow.evals.modelflow_config import ModelFlowConfig
 from olmoflow.model.hf import export_hf
 from olmoflow.stages import model_flow
@@ -34,11 +35,12 @@ def _eval_results(stage: str, chat: bool, checkpoint: str) -> dict:
 def flow(tmp_path):
     """Two checkpoints in a store, and the eval reports of each: the stage's inputs and config."""
     store = ArtifactStore(str(tmp_path / "store"), "mf")
+    tokenizer = train_bpe(["the flow evaluates every stage"] * 8, 64)  # with the chat template's special tokens
     inputs, weights = {}, {}
     for i, (stage, chat) in enumerate(STAGES.items()):
         staging = store.staging_dir(stage, f"fp{i}")
         export_hf(tiny_olmo(64, seed=i), staging / "model")
-        (staging / "tokenizer.json").write_text('{"model": "copied as is"}')
+        tokenizer.save(str(staging / "tokenizer.json"))
         ckpt = store.uri(stage, f"fp{i}")
         store.commit(staging, ckpt, {"stage": stage, "fingerprint": f"fp{i}", "kind": "checkpoint"})
         weights[stage] = sha256_file(tmp_path / "store" / "mf" / stage / f"fp{i}" / "model" / "model.safetensors")
@@ -50,7 +52,7 @@ def flow(tmp_path):
             "stage": "eval", "inputs": {"checkpoint": {"uri": ckpt, "fingerprint": f"fp{i}"}}}, report)
     cfg = SimpleNamespace(flow=SimpleNamespace(name="mf", store=str(tmp_path / "store")),
                           model_flow=ModelFlowConfig())
-    return SimpleNamespace(inputs=inputs, cfg=cfg, weights=weights)
+    return SimpleNamespace(inputs=inputs, cfg=cfg, weights=weights, im_end=tokenizer.token_to_id("<|im_end|>"))
 
 
 def test_report_payload_without_mlflow(flow, tmp_path):
@@ -97,6 +99,10 @@ def test_models_registered_with_stage_aliases(flow, tmp_path, monkeypatch):
         assert str(mv.version) == str(version) and mv.run_id == run_id
     got = tmp_path / "got"
     mlflow.artifacts.download_artifacts("models:/mf@sft", dst_path=str(got))
-    assert {p.name for p in got.iterdir()} == {"config.json", "model.safetensors", "tokenizer.json"}
+    # the post-trained stage is registered chat-ready: its template, and generation stopping at <|im_end|>
+    assert {p.name for p in got.iterdir()} == {"config.json", "model.safetensors", "tokenizer.json",
+                                               "tokenizer_config.json", "generation_config.json"}
+    assert "chat_template" in json.loads((got / "tokenizer_config.json").read_text())
+    assert json.loads((got / "generation_config.json").read_text())["eos_token_id"] == flow.im_end
     assert sha256_file(got / "model.safetensors") == flow.weights["sft"]
     assert [a.path for a in tracker.client.list_artifacts(parent, "model-flow")] == ["model-flow/report.html"]
