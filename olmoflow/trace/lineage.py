@@ -39,7 +39,9 @@ def _root(uri: str) -> str:
 
 def node_of(uri: str, manifest: dict[str, Any]) -> dict[str, Any]:
     """One artifact of the chain, from its manifest."""
-    return {"uri": uri, "stage": manifest["stage"], "kind": manifest["kind"], "fingerprint": manifest["fingerprint"],
+    # a per-checkpoint stage's step (eval-sft) says which checkpoint it scored
+    return {"uri": uri, "stage": manifest.get("step") or manifest["stage"], "kind": manifest["kind"],
+            "fingerprint": manifest["fingerprint"],
             "mlflow_run_id": manifest.get("mlflow_run_id") or None, "flow_run": manifest.get("flow_run") or None,
             "config": manifest.get("config", {}), "config_at": f"{join(uri, MANIFEST)} (config)",
             "headline": _headline(manifest), "committed_at": manifest.get("committed_at"),
