@@ -3,6 +3,7 @@ with the machine, the date and the commit.
 
     python bench/report.py                  # every bench with its defaults (slow on 2 cores: tens of minutes)
     python bench/report.py --only dedup trace --quick
+    python bench/report.py --render         # RESULTS.md again from the kept results, running nothing
 
 Each bench runs as its own process (its own imports and threads), its output kept in .bench/logs/{name}.log (git
 ignores .bench/) and its figures read from the lines it prints for people (the same lines the benches' docs
@@ -164,8 +165,8 @@ def render(results: list[dict[str, object]]) -> str:
         f"- commit: {', '.join(c.replace(DIRTY, '+') for c in commits)}",
         "- run: each bench with its defaults unless its row says --quick (smaller sizes, same measurements); load",
         "  is the 1-minute load average when the bench started (other work on the cores: the benches alternate",
-        "  their two sides so it hits both, but a loaded machine moves the ratios); `+` after a commit: measured",
-        "  with uncommitted changes in olmoflow/ or bench/ (several people work in this tree)",
+        "  their two sides so it hits both, but a loaded machine moves the ratios; `?`: not recorded); `+` after a",
+        "  commit: measured with uncommitted changes in olmoflow/ or bench/ (several people work in this tree)",
         "",
         *rows,
         "",
@@ -176,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", nargs="+", choices=[b.name for b in BENCHES], help="run these benches only")
     ap.add_argument("--quick", action="store_true", help="each bench's smaller run")
+    ap.add_argument("--render", action="store_true", help="rewrite RESULTS.md from the kept results; run nothing")
     ap.add_argument("--out", type=Path, default=BENCH / "RESULTS.md")
     args = ap.parse_args(argv)
     started = datetime.datetime.now(datetime.UTC)
@@ -186,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     stamp = {"date": f"{started:%Y-%m-%d %H:%M}", "commit": commit(), "quick": args.quick}
     ran = []
     for b in BENCHES:
-        if not args.only or b.name in args.only:
+        if not args.render and (not args.only or b.name in args.only):
             ran.append(run(b, args.quick, logs, stamp))
             (stored / f"{b.name}.json").write_text(json.dumps(ran[-1], indent=1))
     results = [json.loads((stored / f"{b.name}.json").read_text()) for b in BENCHES
