@@ -22,6 +22,13 @@ WORK_DIR = "/var/lib/olmoflow"
 SA_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
+def absolute_work_dir(path: str) -> str:
+    """The work volume's mount point, which must be absolute: a pod's working directory is read-only."""
+    if not path.startswith("/"):
+        raise ValueError(f"must be an absolute path (got {path!r}): a pod's working directory is read-only")
+    return path
+
+
 def work_env(work_dir: str) -> dict[str, str]:
     """Env that points every writable path of a pod at its work volume: OLMOFLOW_HOME (the `.olmoflow` folder:
     artifact cache, staging, in-stage checkpoints), MLflow's write-behind journal (olmoflow.tracking's
@@ -110,9 +117,7 @@ class ClusterConfig(Section):
     @field_validator("work_dir")
     @classmethod
     def _absolute(cls, path: str) -> str:
-        if not path.startswith("/"):
-            raise ValueError(f"must be an absolute path (got {path!r}): a pod's working directory is read-only")
-        return path
+        return absolute_work_dir(path)
 
     def job_namespace(self) -> str:
         if self.namespace:

@@ -30,6 +30,7 @@ from olmoflow.cluster.config import (
     WORK_DIR,
     ClusterConfig,
     Toleration,
+    absolute_work_dir,
     load_cluster_config,
     work_env,
 )
@@ -128,9 +129,7 @@ class PipelineSettings(Section):
     @field_validator("work_dir")
     @classmethod
     def _absolute(cls, path: str) -> str:
-        if not path.startswith("/"):
-            raise ValueError(f"must be an absolute path (got {path!r}): a pod's working directory is read-only")
-        return path
+        return absolute_work_dir(path)
 
     def stage_nodes(self, stage: str) -> int:
         return self.nodes.get(stage, 1)

@@ -25,6 +25,7 @@ from collections import Counter
 from collections.abc import Callable
 from fractions import Fraction
 
+from olmoflow.data.evalsets_gen import last_boxed as boxed  # one \boxed{} reader for curate, eval and RLVR
 from olmoflow.post.code_reward import code_reward, extract_program
 from olmoflow.post.ifeval import ifeval_reward
 
@@ -38,20 +39,6 @@ _WRAPPERS = ("\\left", "\\right", "\\!", "\\,", "\\;", "$", " ")
 
 def _clean(text: str) -> str:
     return text.replace("\u2212", "-")
-
-
-def boxed(text: str) -> str | None:
-    """The content of the last \\boxed{...} (or \\fbox{...}), braces balanced."""
-    start = max(text.rfind("\\boxed{"), text.rfind("\\fbox{"))
-    if start < 0:
-        return None
-    i = text.index("{", start) + 1
-    depth = 1
-    for j in range(i, len(text)):
-        depth += {"{": 1, "}": -1}.get(text[j], 0)
-        if depth == 0:
-            return text[i:j]
-    return None
 
 
 def to_number(text: str) -> Fraction | None:
