@@ -1,5 +1,7 @@
 """Run one stage under the artifact contract: resolve inputs, fingerprint, reuse a complete artifact or run the
-stage into a staging folder, commit it (manifest last), and record it all in MLflow.
+stage into a staging folder, commit it (manifest last), and record it all in MLflow. Of two runs of one stage at
+once (same config and inputs, one store), one holds the artifact's lease and computes; the other waits for the
+artifact and reuses it, or takes over if the holder dies (olmoflow/storage/lease.py).
 
     olmoflow stage pretrain --config tiny --input dataset=.olmoflow/store/olmo3/curate/<fp>
     torchrun --nproc-per-node 8 -m olmoflow.cli stage pretrain ...      # every rank trains; rank 0 publishes
@@ -12,6 +14,7 @@ import logging
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -24,6 +27,7 @@ from olmoflow.contract.workdir import WorkDir
 from olmoflow.registry import Stage, input_kind, step_name
 from olmoflow.registry import stage as stage_entry
 from olmoflow.storage import is_remote
+from olmoflow.storage.lease import Holder, Lease, LeaseLost, lease_config
 
 log = logging.getLogger("olmoflow")
 
@@ -140,6 +144,97 @@ def work_dir(store: ArtifactStore, stage: str, fp: str, uri: str) -> WorkDir:
     return WorkDir(store.cache_dir / "work" / store.flow / stage / fp, remote=uri + ".work")
 
 
+class Unleased:
+    """What a rank other than 0 holds, and every rank with OLMOFLOW_LEASE_TTL=0: nothing to check or release."""
+
+    took_over = None
+
+    def check(self, what: str) -> None:
+        pass
+
+    def release(self) -> None:
+        pass
+
+    def __enter__(self) -> Unleased:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+class GuardedWorkDir(WorkDir):
+    """The stage's in-stage checkpoints, each save first checking that this run still holds the stage's lease: a
+    run taken over (it stalled past the lease's ttl) stops there with one line (LeaseLost), and never writes into
+    the `.work/` folder the run that took over now resumes from."""
+
+    def __init__(self, work: WorkDir, step: str, lease: Lease | Unleased):
+        super().__init__(work.local, work.keep, work.remote)
+        self._check = lambda: lease.check(step)
+
+    def begin(self, step: int) -> Path:
+        self._check()
+        return super().begin(step)
+
+    def commit(self, step: int, folder: Path) -> None:
+        self._check()
+        super().commit(step, folder)
+
+
+def claim(world, step: str, uri: str, is_complete: Callable[[], bool]) -> Lease | Unleased | None:
+    """This run's right to compute the artifact at `uri`: the lease (rank 0 holds it; the other ranks get
+    Unleased), or None once another run published the artifact while this one waited for it.
+
+    While another live run holds the lease this one polls the store; a holder that stops renewing (killed, its
+    node gone) is taken over after the lease's ttl, and the stage resumes from its in-stage checkpoints. Every
+    rank polls with rank 0, one short broadcast a poll, so a long wait never trips a collective's timeout."""
+    ttl = lease_config().ttl
+    if not ttl:
+        return Unleased()
+    lease = Lease(uri, ttl) if world.lead else None
+    waiting = _Waiting(step, uri)
+
+    def attempt() -> str:
+        holder = lease.try_acquire()
+        if holder is None:
+            if is_complete():  # published, and the lease let go, just before this run took it
+                lease.release()
+                return "done"
+            if lease.took_over is not None:
+                log.warning("stage %s: %s stopped renewing its lease %.0f s ago (ttl %g s); taking over %s",
+                            step, lease.took_over.id, lease.took_over.age(), lease.took_over.ttl, uri)
+            return "held"
+        if is_complete():
+            return "done"
+        waiting.report(holder)
+        return "wait"
+
+    while (state := world.first(attempt)) == "wait":
+        time.sleep(min(ttl / 4, 5.0))
+    if state == "done":
+        return None
+    return lease if world.lead else Unleased()
+
+
+class _Waiting:
+    """One line when this run starts waiting for a holder (or the holder changes), then one every REPORT_S."""
+
+    REPORT_S = 30.0
+
+    def __init__(self, step: str, uri: str):
+        self.step, self.uri = step, uri
+        self.holder, self.since, self.next = "", 0.0, 0.0
+
+    def report(self, holder: Holder) -> None:
+        now = time.monotonic()
+        if holder.id != self.holder:
+            self.holder, self.since, self.next = holder.id, self.since or now, now + self.REPORT_S
+            log.info("stage %s: waiting for %s computing the same artifact at %s", self.step, holder.id, self.uri)
+        elif now >= self.next:
+            self.next = now + self.REPORT_S
+            log.info("stage %s: still waiting for %s (%.0f s so far; its lease was renewed %.0f s ago and lapses "
+                     "after %g s without renewal)", self.step, holder.id, now - self.since, holder.age(), holder.ttl)
+
+
 def _tracker(cfg: FlowConfig, flow_run: str | None):
     if not flow_run:
         return None
@@ -225,79 +320,92 @@ def run_stage(stage: str, cfg: FlowConfig, inputs: dict[str, str], flow_run: str
 
     if world.first(lambda: store.is_complete(uri)):
         return world.first(lambda: reuse(step, fp, uri, stage_cfg, _recorder(cfg, flow_run), start))
-    tracker = _tracker(cfg, flow_run) if world.lead else None
+    lease = claim(world, step, uri, lambda: store.is_complete(uri))
+    if lease is None:  # another run made it while this one waited
+        return world.first(lambda: reuse(step, fp, uri, stage_cfg, _recorder(cfg, flow_run), start))
+    with lease:  # released however this ends; a SIGKILLed run's lapses after its ttl
+        tracker = _tracker(cfg, flow_run) if world.lead else None
 
-    def open_run() -> tuple[Path, str | None]:
-        staging = store.staging_dir(stage, fp)
-        run_id = tracker.start_stage(step, fp, uri, stage_cfg, status="running") if tracker else None
-        if tracker:
-            for a in arts.values():
-                if a.kind == "dataset":
-                    tracker.log_dataset(run_id, a.uri, f"{a.stage}-{a.fingerprint}", a.fingerprint, "training")
-        return staging, run_id
+        def open_run() -> tuple[Path, str | None]:
+            staging = store.staging_dir(stage, fp)
+            run_id = tracker.start_stage(step, fp, uri, stage_cfg, status="running") if tracker else None
+            if tracker:
+                for a in arts.values():
+                    if a.kind == "dataset":
+                        tracker.log_dataset(run_id, a.uri, f"{a.stage}-{a.fingerprint}", a.fingerprint, "training")
+            return staging, run_id
 
-    staging, run_id = world.first(open_run)
-    if not world.lead:
-        # Scratch for whatever a stage writes on every rank; only rank 0's payload is published.
-        staging = Path(tempfile.mkdtemp(prefix=f"olmoflow-{stage}-rank{world.rank}-"))
-    stage_log = None
-    if world.lead:
-        stage_log = logging.FileHandler(staging / "stage.log")
-        stage_log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        log.addHandler(stage_log)
-    ctx = StageContext(
-        stage=stage, cfg=cfg, out=staging, work=work_dir(store, stage, fp, uri), lead=world.lead,
-        inputs={n: InputArtifact(a.uri, a.kind, a.fingerprint, a.manifest, a.path) for n, a in arts.items()},
-        metrics_sink=(lambda m, i: tracker.log_metrics(run_id, m, i)) if tracker else None,
-        artifact_sink=(lambda p, sub: tracker.log_artifact(run_id, p, sub)) if tracker else None,
-        step=step, tracker=tracker, run_id=run_id)
-    log.info("%s: running -> %s", step, uri)
-    try:
-        metrics = {k: float(v) for k, v in (mod.run(ctx) or {}).items()}
-    except BaseException:
-        _close_log(stage_log)
-        if tracker:
-            tracker.log_artifact(run_id, staging / "stage.log", None)
-        _mark_failed(tracker, run_id)
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    _close_log(stage_log)
-    if not world.lead:
-        shutil.rmtree(staging, ignore_errors=True)
-    # Rank 0 publishes only once every rank has finished; a rank that failed has exited, and this fails.
-    world.barrier()
-
-    def publish() -> StageResult:
-        wall = time.time() - start
+        staging, run_id = world.first(open_run)
+        if not world.lead:
+            # Scratch for whatever a stage writes on every rank; only rank 0's payload is published.
+            staging = Path(tempfile.mkdtemp(prefix=f"olmoflow-{stage}-rank{world.rank}-"))
+        stage_log = None
+        if world.lead:
+            stage_log = logging.FileHandler(staging / "stage.log")
+            stage_log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+            log.addHandler(stage_log)
+        ctx = StageContext(
+            stage=stage, cfg=cfg, out=staging, work=GuardedWorkDir(work_dir(store, stage, fp, uri), step, lease),
+            lead=world.lead,
+            inputs={n: InputArtifact(a.uri, a.kind, a.fingerprint, a.manifest, a.path) for n, a in arts.items()},
+            metrics_sink=(lambda m, i: tracker.log_metrics(run_id, m, i)) if tracker else None,
+            artifact_sink=(lambda p, sub: tracker.log_artifact(run_id, p, sub)) if tracker else None,
+            step=step, tracker=tracker, run_id=run_id)
+        if lease.took_over is not None and world.lead and (last := ctx.work.latest_name()):
+            log.info("%s: resuming from %s's in-stage checkpoint %s", step, lease.took_over.id, last)
+        log.info("%s: running -> %s", step, uri)
         try:
+            metrics = {k: float(v) for k, v in (mod.run(ctx) or {}).items()}
+        except BaseException:
+            _close_log(stage_log)
             if tracker:
                 tracker.log_artifact(run_id, staging / "stage.log", None)
-            manifest = store.commit(staging, uri, {
-                "stage": stage, "step": step, "fingerprint": fp, "kind": spec.output,
-                "inputs": {n: {"uri": a.uri, "fingerprint": a.fingerprint} for n, a in arts.items()},
-                "config": stage_cfg, "metrics": metrics, "headline": spec.headline, "mlflow_run_id": run_id,
-                "flow_run": flow_run, "started_at": start, "wall_s": round(wall, 2)})
-        except BaseException:
             _mark_failed(tracker, run_id)
+            shutil.rmtree(staging, ignore_errors=True)
             raise
-        ctx.work.clear()
-        if tracker:
-            import json
-            # Final metrics at the last step, so MLflow's "latest value" is the final one, not a mid-run one.
-            last = max((step for step, _ in ctx.history if step is not None), default=0)
-            tracker.log_metrics(run_id, metrics, last)
-            tracker.log_text(run_id, json.dumps(manifest, indent=2), "manifest.json")
-            tracker.log_text(run_id, json.dumps(stage_cfg, indent=2), "config.json")
-            tracker.set_tags(run_id, {"olmoflow.status": "ran", "olmoflow.headline": spec.headline,
-                                      "olmoflow.wall_s": f"{wall:.1f}"})
-            tracker.end_stage(run_id)
-        log.info("%s: done in %.1fs -> %s", step, wall, uri)
-        return StageResult(step, "ran", uri, fp, spec.output, metrics, spec.headline, wall, manifest)
+        _close_log(stage_log)
+        if not world.lead:
+            shutil.rmtree(staging, ignore_errors=True)
+        # Rank 0 publishes only once every rank has finished; a rank that failed has exited, and this fails.
+        world.barrier()
 
-    result = world.first(publish)
-    if not world.lead:
-        ctx.work.clear(everywhere=False)  # this machine's copies; rank 0 dropped the store's
-    return result
+        def publish() -> StageResult:
+            wall = time.time() - start
+            try:
+                lease.check(step)  # taken over while this run stalled: the other run commits, not this one
+            except LeaseLost:
+                _mark_failed(tracker, run_id)
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+            try:
+                if tracker:
+                    tracker.log_artifact(run_id, staging / "stage.log", None)
+                manifest = store.commit(staging, uri, {
+                    "stage": stage, "step": step, "fingerprint": fp, "kind": spec.output,
+                    "inputs": {n: {"uri": a.uri, "fingerprint": a.fingerprint} for n, a in arts.items()},
+                    "config": stage_cfg, "metrics": metrics, "headline": spec.headline, "mlflow_run_id": run_id,
+                    "flow_run": flow_run, "started_at": start, "wall_s": round(wall, 2)})
+            except BaseException:
+                _mark_failed(tracker, run_id)
+                raise
+            ctx.work.clear()
+            if tracker:
+                import json
+                # Final metrics at the last step, so MLflow's "latest value" is the final one, not a mid-run one.
+                last = max((step for step, _ in ctx.history if step is not None), default=0)
+                tracker.log_metrics(run_id, metrics, last)
+                tracker.log_text(run_id, json.dumps(manifest, indent=2), "manifest.json")
+                tracker.log_text(run_id, json.dumps(stage_cfg, indent=2), "config.json")
+                tracker.set_tags(run_id, {"olmoflow.status": "ran", "olmoflow.headline": spec.headline,
+                                          "olmoflow.wall_s": f"{wall:.1f}"})
+                tracker.end_stage(run_id)
+            log.info("%s: done in %.1fs -> %s", step, wall, uri)
+            return StageResult(step, "ran", uri, fp, spec.output, metrics, spec.headline, wall, manifest)
+
+        result = world.first(publish)
+        if not world.lead:
+            ctx.work.clear(everywhere=False)  # this machine's copies; rank 0 dropped the store's
+        return result
 
 
 def _mark_failed(tracker, run_id: str | None) -> None:

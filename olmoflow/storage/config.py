@@ -3,6 +3,7 @@
 An S3 store opened without a StorageConfig (from a URI alone, as the runner, the stages and lineage do) takes each
 knob from the environment when set there, OLMOFLOW_S3_{KNOB} (OLMOFLOW_S3_TRANSIENT_RETRIES=10,
 OLMOFLOW_S3_BACKOFF_MAX=30; storage/retry.py's from_environment): that is how a pod or a test tunes them all.
+The stage lease's knobs (LeaseConfig) come the same way, as OLMOFLOW_LEASE_{KNOB}.
 """
 
 from __future__ import annotations
@@ -37,3 +38,12 @@ class StorageConfig(Section):
     """Threads per multipart transfer, and files in flight in upload_dir / download_dir."""
     list_page_size: int = Field(1000, ge=1, le=1000)
     """Keys per ListObjectsV2 page (S3 never returns more than 1000)."""
+
+
+class LeaseConfig(Section):
+    """The stage lease (storage/lease.py), set in the environment as OLMOFLOW_LEASE_{KNOB} (OLMOFLOW_LEASE_TTL=20)."""
+
+    ttl: float = Field(60.0, ge=0)
+    """Seconds a stage's lease lives without renewal: its holder renews it every ttl/4, and a holder that stopped
+    renewing (killed, its node gone) is taken over after ttl. 0 turns leases off: two runs of one stage may then
+    both compute it (the first commit wins)."""
