@@ -110,6 +110,7 @@ class Lease:
         self._object = _S3Lease(self.uri) if is_remote(self.uri) else _LocalLease(self.uri)
         self._version: bytes | str | None = None
         self._acquired_at = 0.0
+        self._renewed = 0.0
         self._lost_to: str | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -124,25 +125,30 @@ class Lease:
         it; else the live holder."""
         if self.held:
             return None
-        holder = None
+        holder = stale = None
         for _ in range(8):  # each pass loses only to another contender making progress
             self._acquired_at = time.time()
             version = self._object.create(self._body())
-            if version is not None:
-                return self._hold(version, None)
+            if version is not None:  # free, or a stale lease another contender removed in this race
+                return self._hold(version, stale)
             found = self._object.read()
             if found is None:
                 continue  # released in between
             holder = Holder.parse(found[0])
             if not holder.stale():
                 return holder
+            stale = holder
             version = self._object.take_over(found[1], self._body())
             if version is not None:
-                return self._hold(version, holder)
+                return self._hold(version, stale)
         return holder or Holder("another run", time.time(), self.ttl)
 
     def check(self, what: str) -> None:
-        """LeaseLost, one line naming `what` (the stage), once another run has taken the lease over."""
+        """LeaseLost, one line naming `what` (the stage), once another run has taken the lease over. When the
+        heartbeat is overdue (this process was stopped or starved) the lease is renewed here first, so a run that
+        stalled past its ttl learns it now rather than after its next step."""
+        if self.held and time.monotonic() - self._renewed > self.ttl / 2:
+            self._renew()
         if self._lost_to is not None:
             raise LeaseLost(f"{what}: lost its lease {self.uri} to {self._lost_to} (this run did not renew it "
                             f"within {self.ttl:g} s: it stalled or lost the store); stopping without committing, "
@@ -174,29 +180,33 @@ class Lease:
 
     def _hold(self, version: bytes | str, previous: Holder | None) -> None:
         self._version, self.took_over, self._lost_to = version, previous, None
+        self._renewed = time.monotonic()
         self._stop.clear()
         self._thread = threading.Thread(target=self._heartbeat, name=f"lease-{self.id}", daemon=True)
         self._thread.start()
         return None
 
     def _heartbeat(self) -> None:
-        every = self.ttl / 4
-        while not self._stop.wait(every):
-            with self._lock:
-                if self._stop.is_set() or self._version is None:
-                    return
-                try:
-                    version = self._object.renew(self._version, self._body())
-                except Exception as e:  # an outage: keep trying; the lease lapses only after ttl
-                    log.warning("lease %s: cannot renew it (%s); trying again in %.1f s", self.uri,
-                                " ".join(str(e).split()), every)
-                    continue
-                if version is None:
-                    self._lost_to = self._current_holder()
-                    log.error("lease %s: taken over by %s; this run stops before it commits", self.uri,
-                              self._lost_to)
-                    return
-                self._version = version
+        while not self._stop.wait(self.ttl / 4) and self._renew():
+            pass
+
+    def _renew(self) -> bool:
+        """Renew the lease; False once it is lost (or released), so the heartbeat ends."""
+        with self._lock:
+            if self._version is None or self._lost_to is not None:
+                return False
+            try:
+                version = self._object.renew(self._version, self._body())
+            except Exception as e:  # an outage: keep trying; the lease lapses only after ttl
+                log.warning("lease %s: cannot renew it (%s); trying again in %.1f s", self.uri,
+                            " ".join(str(e).split()), self.ttl / 4)
+                return True
+            if version is None:
+                self._lost_to = self._current_holder()
+                log.error("lease %s: taken over by %s; this run stops before it commits", self.uri, self._lost_to)
+                return False
+            self._version, self._renewed = version, time.monotonic()
+            return True
 
     def _current_holder(self) -> str:
         try:
