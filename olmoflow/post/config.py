@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, model_validator
 
 from olmoflow._base import Section
@@ -82,9 +84,25 @@ class RLVRConfig(PostTrainConfig):
     """Held-out RL prompts (a content-hash split of post/rl.jsonl), solved greedily before and after."""
     checkpoint_every: int = Field(20, gt=0)
     log_every: int = Field(1, gt=0)
+    actors: int = Field(1, ge=0)
+    """Rollout actors (Ray actors: a local Ray, or the cluster's under a RayJob), each an engine generating with
+    continuous batching while the learner trains; 0 = generate in the learner's process (the synchronous path)."""
+    max_lag: int = Field(0, ge=0)
+    """Staleness bound: the learner never trains on a sample with a token more than max_lag policy versions behind
+    its own; actors run up to max_lag steps ahead and take new weights in flight. 0 = synchronous (sample with the
+    current weights, then learn): deterministic, so a killed run resumes to the same weights."""
+    engine: Literal["builtin", "vllm"] = "builtin"
+    """The actors' generation engine: the built-in continuous-batching engine, or vLLM (a GPU cluster's)."""
+    engine_slots: int = Field(64, gt=0)
+    """Sequences an engine decodes at once (continuous batching: a finished one's slot takes the next prompt)."""
 
     @model_validator(mode="after")
     def _check(self) -> RLVRConfig:
         if self.clip_high < self.clip_low:
             raise ValueError(f"clip_high ({self.clip_high}) is below clip_low ({self.clip_low})")
+        if self.actors == 0 and self.max_lag > 0:
+            raise ValueError(f"rlvr.max_lag={self.max_lag} needs rollout actors (rlvr.actors >= 1): without them "
+                             "sampling and learning cannot overlap")
+        if self.actors == 0 and self.engine != "builtin":
+            raise ValueError(f"rlvr.engine={self.engine} runs in rollout actors: set rlvr.actors >= 1")
         return self

@@ -25,6 +25,8 @@ class Group:
     rewards: list[float]
     item: Any = None
     """The dataset row the prompt came from."""
+    versions: list[list[int]] | None = None
+    """The policy version that produced each completion token (rollout actors); None = the learner's current one."""
 
     @property
     def zero_variance(self) -> bool:

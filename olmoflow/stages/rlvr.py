@@ -2,17 +2,28 @@
 
     olmoflow stage rlvr --config tiny --input dataset=URI --input checkpoint=URI
 
-Each step samples `group_size` completions for each of `prompts_per_step` prompts from post/rl.jsonl (chat
-template, generation prompt, the sampler's log-probabilities kept), scores them with the prompt's verifier
-(olmoflow/post/verifiers.py: 1 for the right final answer, else 0), drops groups whose rewards are all equal and
-refills them with fresh prompts (active sampling, olmoflow/post/rollout.py), then takes the clipped,
-importance-corrected, token-level policy-gradient step of olmoflow/post/grpo.py. LR is constant, as in Olmo 3's RL.
-Here sampling and learning alternate on one model; Olmo 3 overlaps them (continuous batching, in-flight updates).
+A learner and `rlvr.actors` rollout actors (Ray actors, olmoflow/post/actors.py: a local Ray in this process, or
+the cluster's under a RayJob). The actors generate with continuous batching (olmoflow/post/engine.py: a finished
+sequence's slot takes the next prompt, the batch is never drained) while the learner trains; after every step the
+learner pushes its weights through Ray's object store and each actor swaps them in at its next decode step
+(in-flight updates). Every sampled token carries the policy version that produced it and its behaviour
+log-probability; `rlvr.max_lag` bounds staleness (olmoflow/post/olmorl.py), and `max_lag: 0` is the synchronous
+algorithm (sample with the current weights, then learn). `rlvr.actors: 0` generates in this process instead.
 
-One process on the pod's first GPU (OLMOFLOW_DEVICE=cpu keeps the CPU), under bf16 autocast. It holds the policy,
-its gradients and AdamW's moments in float32, 16 bytes per parameter: 112 GB at 7B, which leaves an H200 room for
-a batch of rollouts only with activation checkpointing (on in the 7B preset); a 32B policy needs sharded RL with a
-separate rollout engine, as Olmo 3's, not built yet.
+Each step takes `group_size` completions for each of `prompts_per_step` prompts from post/rl.jsonl (chat template,
+generation prompt), scores them with the prompt's verifier (olmoflow/post/verifiers.py), drops groups whose rewards
+are all equal and refills them with fresh prompts (active sampling), then takes the clipped (clip-higher),
+truncated-importance-sampled, token-level policy-gradient step of olmoflow/post/grpo.py against the actors'
+behaviour log-probabilities (olmoflow/post/learner.py). LR is constant, as in Olmo 3's RL. Per step it logs
+`clip_fraction`, `tis_weight`, `lag_mean` / `lag_max` (versions between learner and samples) and
+`actors_replaced` (an actor that dies is replaced and its requests resubmitted; the step completes).
+
+The learner holds the policy, its gradients and AdamW's moments in float32, 16 bytes per parameter: 112 GB at 7B,
+which leaves an H200 room for a batch of rollouts only with activation checkpointing (on in the 7B preset); a 32B
+policy needs sharded RL, not built yet. On one machine the learner is this process (its first GPU, or the CPU with
+OLMOFLOW_DEVICE=cpu); under a RayJob (RAY_ADDRESS set) this process is the driver on the GPU-less head, and the
+learner runs as a Ray actor holding a GPU of a worker, beside the rollout actors (one GPU each). In-stage
+checkpoints (resume) are kept by a learner in this process; a killed RayJob restarts the stage from its inputs.
 
 Rows come in families, each named by its verifier (math: the final answer; code: the program against unit tests
 in the sandbox; ifeval: the constraints' checkers). A verifier that raises scores 0 and is counted, never a crash:
@@ -20,33 +31,37 @@ in the sandbox; ifeval: the constraints' checkers). A verifier that raises score
 completion is logged in all (`mean_reward`) and per family (`reward/{family}`).
 
 Held-out prompts (a content-hash split within each family, in proportion to its rows) are solved greedily before
-and after: `val_accuracy` over all of them, `val_accuracy/{family}` per family.
+and after: `heldout_reward_before` / `heldout_reward_after` over all of them (also under their older names,
+`val_accuracy_before` / `val_accuracy`), and per family (`heldout_reward_after/{family}`, ...);
+`zero_variance_fraction` is the share of all groups sampled in the run whose rewards were all equal (and per
+family). The first held-out prompts' greedy generations before and after go to MLflow as a table
+(samples/rlvr_generations.json, MLflow's table format).
 """
 
 from __future__ import annotations
 
+import json
+import os
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
-
-import torch
-from torch import nn
 
 from olmoflow.contract.context import StageContext
 from olmoflow.contract.report import write_metrics
-from olmoflow.model import generate
 from olmoflow.model.checkpoint import load_checkpoint, save_checkpoint
-from olmoflow.post import verifiers
 from olmoflow.post.chat import ChatTemplate
-from olmoflow.post.data import read_jsonl, split_heldout, stream_indices
-from olmoflow.post.grpo import policy_update, to_samples
+from olmoflow.post.data import read_jsonl, split_heldout
+from olmoflow.post.learner import error_metrics, family_means, greedy_accuracy, learn
 from olmoflow.post.plots import plot_curves
-from olmoflow.post.rollout import Group, active_sample, sample_groups
-from olmoflow.post.state import load_state, save_state
 from olmoflow.post.verifiers import get_verifier, score
 from olmoflow.train import parallel
-from olmoflow.train.optim import build_optimizer
-from olmoflow.train.world import World, autocast
+from olmoflow.train.world import World
+
+__all__ = ["error_metrics", "family_means", "greedy_accuracy", "prepare", "run", "split_families"]
+
+TABLE_ROWS = 16
+"""Held-out prompts whose greedy generations before and after go to MLflow as a table."""
 
 
 def prepare(rows: list[dict], template: ChatTemplate, max_prompt_len: int) -> list[dict]:
@@ -94,45 +109,10 @@ def make_reward(tokenizer: Any) -> Callable[[dict, list[int]], float]:
     return reward
 
 
-def family_means(scored: list[tuple[str, float]], prefix: str) -> dict[str, float]:
-    """{prefix/family: mean reward} over (family, reward) pairs."""
-    total: Counter[str] = Counter()
-    count: Counter[str] = Counter()
-    for family, r in scored:
-        total[family] += r
-        count[family] += 1
-    return {f"{prefix}/{f}": total[f] / count[f] for f in sorted(count)}
-
-
-def error_metrics(errors: Counter[str]) -> dict[str, float]:
-    """{"reward_errors": rewards that raised (verifiers.score scored them 0), "reward_errors/{family}": per family}."""
-    return {"reward_errors": float(sum(errors.values())),
-            **{f"reward_errors/{f}": float(n) for f, n in sorted(errors.items())}}
-
-
-@torch.no_grad()
-def greedy_accuracy(model: nn.Module, items: list[dict], reward: Callable[[dict, list[int]], float],
-                    max_new_tokens: int, eos_id: int, batch: int) -> dict[str, float]:
-    """{"val_accuracy": mean reward of greedy completions, "val_accuracy/{family}": the same per verifier}."""
-    model.eval()
-    scored: list[tuple[str, float]] = []
-    for i in range(0, len(items), batch):
-        chunk = items[i:i + batch]
-        with autocast(next(model.parameters()).device):
-            tokens, _ = generate(model, [it["ids"] for it in chunk], max_new_tokens, temperature=0.0, eos_id=eos_id)
-        scored += [(it["verifier"], reward(it, t)) for it, t in zip(chunk, tokens)]
-    model.train()
-    return {"val_accuracy": sum(r for _, r in scored) / len(scored), **family_means(scored, "val_accuracy")}
-
-
 def run(ctx: StageContext) -> dict[str, float]:
     cfg = ctx.cfg.rlvr
     ckpt = ctx.input("checkpoint").path
     model, tokenizer = load_checkpoint(ckpt)
-    world = World()  # one process: RL is not sharded (runner refuses torchrun for it)
-    model = parallel.parallelize(model, world, cfg.activation_checkpointing)
-    device = world.device
-    model.train()
     template = ChatTemplate(tokenizer)
     reward = make_reward(tokenizer)
 
@@ -143,88 +123,100 @@ def run(ctx: StageContext) -> dict[str, float]:
     val = prepare(val_rows, template, cfg.max_prompt_len)
     if not train or not val:
         raise ValueError(f"stage rlvr: no prompt in post/rl.jsonl fits rlvr.max_prompt_len={cfg.max_prompt_len}")
-    ctx.log.info("rlvr: %d train / %d held-out prompts (%s), %d steps of %d x %d on %s", len(train), len(val),
+    on_cluster = bool(os.environ.get("RAY_ADDRESS"))
+    ctx.log.info("rlvr: %d train / %d held-out prompts (%s), %d steps of %d x %d, %d rollout actor(s) (%s engine), "
+                 "max_lag %d%s", len(train), len(val),
                  ", ".join(f"{f}: {n}" for f, n in sorted(Counter(r["verifier"] for r in train + val).items())),
-                 cfg.steps, cfg.prompts_per_step, cfg.group_size, device)
-    errors_at_start = verifiers.reward_errors.copy()
-    rollout_batch = cfg.prompts_per_step * cfg.group_size
-
-    # ---- resume or start
-    # No weight decay and no schedule: Olmo 3's RL runs a constant, small LR straight from the DPO model.
-    optimizer = build_optimizer(model, cfg.lr, weight_decay=0.0)
-    generator = torch.Generator(device).manual_seed(cfg.seed)  # sampling draws on the model's device
-    latest = ctx.work.latest()
-    if latest is not None:
-        loop = load_state(latest, model, optimizer, generator)
-        ctx.log.info("rlvr: resuming at step %d from %s", loop["step"], latest)
+                 cfg.steps, cfg.prompts_per_step, cfg.group_size, cfg.actors, cfg.engine, cfg.max_lag,
+                 ", learner on a GPU actor of the cluster's Ray" if on_cluster else "")
+    decode = lambda t: tokenizer.decode(t, skip_special_tokens=True)  # noqa: E731
+    args = (cfg, train, val, reward)
+    kw = {"eos_id": template.im_end, "pad_id": template.pad, "table_rows": TABLE_ROWS}
+    if on_cluster:
+        loop, state = learn_on_cluster(ctx, model, decode, args, kw)
+        model.load_state_dict(state)
     else:
-        before = greedy_accuracy(model, val, reward, cfg.max_new_tokens, template.im_end, rollout_batch)
-        loop = {"step": 0, "cursor": 0, "reward": [], "val_before": before["val_accuracy"], "before": before,
-                "errors": {}}
-        ctx.log_metrics(before, step=0)
+        world = World()  # one process: RL is not sharded (runner refuses torchrun for it)
+        model = parallel.parallelize(model, world, cfg.activation_checkpointing)
+        model.train()
+        loop = learn(model, decode, *args, device=world.device, log_metrics=ctx.log_metrics, log=ctx.log,
+                     work=ctx.work, progress=ctx.progress, **kw)
+    return finish(ctx, model, ckpt, loop)
 
-    def draw(k: int) -> list[dict]:
-        picked = [train[i] for i in stream_indices(loop["cursor"], k, len(train), cfg.seed)]
-        loop["cursor"] += k
-        return picked
 
-    scored: list[tuple[str, float]] = []  # (family, reward) of every completion sampled this step
+def learn_on_cluster(ctx: StageContext, model: Any, decode: Callable, args: tuple, kw: dict
+                     ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The learner as a Ray actor holding a GPU (this process is a RayJob's driver on the GPU-less head): it gets
+    the weights through the object store and returns the loop state, its logged metrics and the trained weights."""
+    from olmoflow.post.actors import cpu_state, ensure_ray
 
-    def sample(items: list[dict]) -> list[Group]:
-        groups = sample_groups(model, items, lambda it: it["ids"], reward, cfg.group_size, cfg.max_new_tokens,
-                               cfg.temperature, cfg.top_p, template.im_end, generator)
-        scored.extend((g.item["verifier"], r) for g in groups for r in g.rewards)
-        return groups
+    ray = ensure_ray()
+    learner = ray.remote(num_gpus=1, num_cpus=1)(ClusterLearner).remote()
+    loop, history, state = ray.get(learner.run.remote(cpu_state(model), model.cfg.model_dump(), decode, args, kw))
+    ray.kill(learner)
+    for step, metrics in history:
+        ctx.log_metrics(metrics, step)
+    return loop, state
 
-    # ---- train
-    for step in ctx.progress(range(loop["step"], cfg.steps), total=cfg.steps - loop["step"], desc="steps"):
-        scored.clear()
-        errors_before = verifiers.reward_errors.copy()
-        batch = active_sample(draw, sample, cfg.prompts_per_step, cfg.max_sample_rounds)
-        errors = error_metrics(verifiers.reward_errors - errors_before)
-        stats = policy_update(model, optimizer, to_samples(batch.groups), pad_id=template.pad,
-                              micro_batch=cfg.micro_batch, epochs=cfg.ppo_epochs, clip_low=cfg.clip_low,
-                              clip_high=cfg.clip_high, tis_cap=cfg.tis_cap, temperature=cfg.temperature,
-                              grad_clip=cfg.grad_clip)
-        if not batch.groups:
-            ctx.log.warning("rlvr: step %d: no group with reward variance in %d rounds; no update", step + 1,
-                            cfg.max_sample_rounds)
 
-        done = step + 1
-        mean_reward = sum(batch.rewards) / len(batch.rewards)
-        loop["reward"].append([done, mean_reward])
-        if errors["reward_errors"]:
-            ctx.log.warning("rlvr: step %d: %d rewards raised and scored 0 (%s)", done, errors["reward_errors"],
-                            "; ".join(f"{f}: {verifiers.last_errors.get(f, '')}" for f in
-                                      sorted(verifiers.reward_errors - errors_before)))
-        if done % cfg.log_every == 0 or done == cfg.steps:
-            ctx.log_metrics({"mean_reward": mean_reward, **family_means(scored, "reward"), **errors,
-                             "zero_variance_fraction": batch.zero_variance / batch.sampled,
-                             "groups_trained": len(batch.groups),
-                             "response_length": sum(batch.lengths) / len(batch.lengths), **stats}, step=done)
-        if done % cfg.checkpoint_every == 0 and done < cfg.steps:
-            loop["step"] = done
-            loop["errors"] = dict(Counter(loop.get("errors", {})) + (verifiers.reward_errors - errors_at_start))
-            errors_at_start = verifiers.reward_errors.copy()
-            with ctx.work.saving(done) as d:
-                save_state(d, model, optimizer, loop, generator)
+class ClusterLearner:
+    """The body of the cluster's learner actor (see learn_on_cluster)."""
 
-    # ---- measure and save
-    after = greedy_accuracy(model, val, reward, cfg.max_new_tokens, template.im_end, rollout_batch)
-    ctx.log_metrics(after, step=cfg.steps)
+    def run(self, state: dict, model_cfg: dict, decode: Callable, args: tuple, kw: dict) -> tuple:
+        import logging
+
+        import torch
+
+        from olmoflow.model import ModelConfig, Olmo3
+        from olmoflow.post.actors import cpu_state
+
+        device = torch.device("cuda")
+        model = Olmo3(ModelConfig(**model_cfg))
+        model.load_state_dict(state)
+        model = parallel.parallelize(model.to(device), World(), args[0].activation_checkpointing)
+        model.train()
+        history: list[tuple[int | None, dict[str, float]]] = []
+        loop = learn(model, decode, *args, device=device, log_metrics=lambda m, s: history.append((s, m)),
+                     log=logging.getLogger("olmoflow"), on_cluster=True, **kw)
+        return loop, history, cpu_state(model)
+
+
+def finish(ctx: StageContext, model: Any, ckpt: Path, loop: dict[str, Any]) -> dict[str, float]:
+    """Save the policy and write metrics, the reward plot and the before/after generations table."""
+    cfg = ctx.cfg.rlvr
+    before, after = loop["before"], loop["after"]
     rewards = [r for _, r in loop["reward"]]
-    # every reward that raised in this run, the held-out passes included (a resumed run adds the saved count)
-    total_errors = Counter(loop.get("errors", {})) + (verifiers.reward_errors - errors_at_start)
+    sampled, zero = Counter(loop["sampled"]), Counter(loop["zero_variance"])
     metrics = {**after, "val_accuracy_before": loop["val_before"],
-               **{k.replace("val_accuracy", "val_accuracy_before"): v for k, v in loop.get("before", {}).items()
-                  if "/" in k},
+               **{k.replace("val_accuracy", "val_accuracy_before"): v for k, v in before.items() if "/" in k},
+               "heldout_reward_before": before["val_accuracy"], "heldout_reward_after": after["val_accuracy"],
+               **{k.replace("val_accuracy", "heldout_reward_before"): v for k, v in before.items() if "/" in k},
+               **{k.replace("val_accuracy", "heldout_reward_after"): v for k, v in after.items() if "/" in k},
+               "zero_variance_fraction": sum(zero.values()) / max(1, sum(sampled.values())),
+               **{f"zero_variance_fraction/{f}": zero[f] / n for f, n in sorted(sampled.items())},
                "mean_reward": sum(rewards) / len(rewards), "mean_reward_first": rewards[0],
                "mean_reward_last": rewards[-1], "steps": float(cfg.steps),
-               **error_metrics(total_errors)}
+               **error_metrics(Counter(loop["errors"]))}
     save_checkpoint(ctx.out, model, ckpt / "tokenizer.json")
     write_metrics(ctx.out, metrics)
     plot_curves(ctx, "rlvr_reward.png",
                 {"reward": {"sampled (mean)": loop["reward"],
                             "held-out (greedy)": [[0, loop["val_before"]], [cfg.steps, after["val_accuracy"]]]}},
                 "RLVR")
+    log_generations(ctx, loop["samples_before"], loop["samples_after"])
     return metrics
+
+
+def log_generations(ctx: StageContext, before: list[list[Any]], after: list[list[Any]]) -> Path:
+    """samples/rlvr_generations.json in MLflow's table format ({"columns", "data"}, what mlflow.log_table writes),
+    attached to the stage's run and tagged as a table so MLflow's UI shows it as one."""
+    path = ctx.out / "samples" / "rlvr_generations.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = [[b[0], b[1], b[2], a[2], b[3], a[3]] for b, a in zip(before, after)]
+    path.write_text(json.dumps({"columns": ["family", "prompt", "before", "after", "reward_before", "reward_after"],
+                                "data": data}, indent=1))
+    ctx.log_artifact(path, "tables")
+    if ctx.run_id and hasattr(ctx.tracker, "set_tags"):
+        ctx.tracker.set_tags(ctx.run_id, {"mlflow.loggedArtifacts": json.dumps(
+            [{"path": f"tables/{path.name}", "type": "table"}])})
+    return path

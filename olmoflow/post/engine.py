@@ -1,0 +1,304 @@
+"""The rollout actors' generation engine, behind one interface (`RolloutEngine`) so a GPU cluster can swap in vLLM
+(olmoflow/post/vllm_engine.py) while the built-in engine stays the default and the tested one.
+
+`BuiltinEngine` runs continuous batching over a fixed number of slots: a request waits in a queue until a slot is
+free, is prefilled into that slot's rows of the KV cache, and decodes one token per `step()` beside whatever else is
+running; when it finishes (eos or its token budget) its slot takes the next queued request at the next step, so the
+batch is never drained. Each slot has its own KV positions: slot s's cache column c holds its token at position c,
+so no left padding is needed and a slot can start while others are mid-sequence.
+
+Sampling is per request: each request carries its own seed, so the tokens a prompt gets do not depend on which other
+requests share its batch (the synchronous and the asynchronous paths draw the same samples from the same weights).
+Every token records the log-probability of the distribution it was drawn from (the behaviour policy, for truncated
+importance sampling) and the version of the weights whose forward produced its logits. New weights
+(`update_weights`) are swapped in at the next step boundary without draining the running requests (in-flight
+updates, as in Olmo 3's OlmoRL): their KV cache stays as the old weights wrote it, and their later tokens carry the
+new version.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections import deque
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from olmoflow.model.attention import Masks
+from olmoflow.model.config import ModelConfig
+from olmoflow.model.olmo3 import Olmo3
+from olmoflow.train.world import autocast
+
+
+@dataclass
+class Request:
+    id: int
+    prompt: list[int]
+    max_new_tokens: int
+    seed: int = 0
+    min_version: int = 0
+    """Not admitted before the engine holds weights of at least this version (the learner's staleness bound)."""
+
+
+@dataclass
+class Finished:
+    """A finished request: its new tokens (the last is eos when it stopped there), the behaviour log-probability of
+    each, and the policy version that produced each."""
+
+    id: int
+    prompt: list[int]
+    tokens: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    versions: list[int] = field(default_factory=list)
+
+
+class RolloutEngine(abc.ABC):
+    """What a rollout actor drives: weights in (with a version), prompts in, one step at a time, samples out."""
+
+    version: int = -1
+
+    @abc.abstractmethod
+    def load_weights(self, state: dict[str, torch.Tensor], version: int) -> None:
+        """Take these weights now (nothing is running, or the caller accepts the swap mid-sequence)."""
+
+    @abc.abstractmethod
+    def update_weights(self, state: dict[str, torch.Tensor], version: int) -> None:
+        """Take these weights at the next step boundary, without draining running requests."""
+
+    @abc.abstractmethod
+    def submit(self, request: Request) -> None: ...
+
+    @abc.abstractmethod
+    def step(self) -> None:
+        """Swap pending weights, admit queued requests into free slots, decode one token for every running one."""
+
+    @abc.abstractmethod
+    def collect(self) -> list[Finished]:
+        """Requests finished since the last collect."""
+
+    @property
+    @abc.abstractmethod
+    def busy(self) -> bool:
+        """Requests are queued or running."""
+
+    @abc.abstractmethod
+    def drop(self, ids: set[int]) -> None:
+        """Forget these requests, queued or running (their results are no longer wanted)."""
+
+
+class SlotCache:
+    """One layer's keys and values for every slot, [slots, kv_heads, max_len, head_dim]; column c = position c.
+
+    The model's attention calls `update(k, v)`; the engine sets `rows` (the slots in this forward) and `pos` (decode:
+    each row's position, [rows]; None = prefill from position 0) before each forward."""
+
+    def __init__(self, slots: int, kv_heads: int, max_len: int, head_dim: int, device: torch.device,
+                 dtype: torch.dtype):
+        self.k = torch.zeros(slots, kv_heads, max_len, head_dim, device=device, dtype=dtype)
+        self.v = torch.zeros_like(self.k)
+        self.rows: torch.Tensor | None = None
+        self.pos: torch.Tensor | None = None
+        self.width = 0
+        self.all_rows = False
+
+    def update(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        k, v = k.to(self.k.dtype), v.to(self.v.dtype)
+        if self.pos is None:  # prefill: the prompt's keys; pad columns past a prompt are masked and overwritten later
+            self.k[self.rows, :, :k.shape[2]] = k
+            self.v[self.rows, :, :k.shape[2]] = v
+            return k, v
+        self.k[self.rows, :, self.pos] = k[:, :, 0]
+        self.v[self.rows, :, self.pos] = v[:, :, 0]
+        if self.all_rows:  # every slot runs: a view, no gather
+            return self.k[:, :, :self.width], self.v[:, :, :self.width]
+        return self.k[self.rows, :, :self.width], self.v[self.rows, :, :self.width]
+
+
+def pick_rows(logits: torch.Tensor, temperature: float, top_p: float,
+              generators: list[torch.Generator | None]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Like generation.pick, but each row draws from its own generator (its request's seed)."""
+    if temperature == 0:
+        logp = F.log_softmax(logits, dim=-1)
+        tokens = logp.argmax(dim=-1)
+        return tokens, logp.gather(-1, tokens[:, None]).squeeze(-1)
+    logp = F.log_softmax(logits / temperature, dim=-1)
+    if top_p < 1.0:
+        sorted_logp, order = logp.sort(dim=-1, descending=True)
+        probs = sorted_logp.exp()
+        drop_sorted = probs.cumsum(dim=-1) - probs >= top_p
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        logp = F.log_softmax(logp.masked_fill(drop, float("-inf")), dim=-1)
+    probs = logp.exp()
+    tokens = torch.stack([torch.multinomial(probs[i], 1, generator=g)[0] for i, g in enumerate(generators)])
+    return tokens, logp.gather(-1, tokens[:, None]).squeeze(-1)
+
+
+@dataclass
+class _Slot:
+    request: Request
+    out: Finished
+    generator: torch.Generator | None
+    pos: int = 0
+    """The position the next token goes to."""
+    logits: torch.Tensor | None = None
+    """Next-token logits [vocab] and the version that computed them."""
+    logits_version: int = 0
+
+
+class BuiltinEngine(RolloutEngine):
+    """Continuous batching on an olmoflow Olmo3 with per-slot KV caches (see the module docstring)."""
+
+    def __init__(self, model_cfg: ModelConfig, *, slots: int, max_len: int, temperature: float, top_p: float,
+                 eos_id: int | None, device: torch.device | str = "cpu"):
+        self.device = torch.device(device)
+        self.model = Olmo3(model_cfg).to(self.device).eval()
+        self.cfg = model_cfg
+        self.temperature, self.top_p, self.eos_id = temperature, top_p, eos_id
+        self.max_len = max_len
+        self.n_slots = slots
+        # bf16 caches under autocast on GPU (what the forward produces there); float32 on the CPU
+        dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        self.caches = [SlotCache(slots, model_cfg.n_kv_heads, max_len, model_cfg.head_dim, self.device, dtype)
+                       for _ in range(model_cfg.n_layers)]
+        self.slots: list[_Slot | None] = [None] * slots
+        self.queue: deque[Request] = deque()
+        self.finished: list[Finished] = []
+        self.pending: tuple[dict[str, torch.Tensor], int] | None = None
+        self.version = -1
+
+    # ---- weights
+    def load_weights(self, state: dict[str, torch.Tensor], version: int) -> None:
+        self.model.load_state_dict(state)
+        self.version = version
+
+    def update_weights(self, state: dict[str, torch.Tensor], version: int) -> None:
+        if version > max(self.version, self.pending[1] if self.pending else -1):  # an older push arriving late
+            self.pending = (state, version)
+
+    # ---- requests
+    def submit(self, request: Request) -> None:
+        if not request.prompt:
+            raise ValueError(f"engine: request {request.id} has an empty prompt")
+        if len(request.prompt) + request.max_new_tokens > self.max_len:
+            raise ValueError(f"engine: request {request.id} needs {len(request.prompt)} + {request.max_new_tokens} "
+                             f"positions, the engine holds {self.max_len}")
+        self.queue.append(request)
+
+    def collect(self) -> list[Finished]:
+        out, self.finished = self.finished, []
+        return out
+
+    @property
+    def busy(self) -> bool:
+        """Something can run now: a slot is decoding, or a queued request's weights are here."""
+        runnable = bool(self.queue) and (self.queue[0].min_version <= self.version or self.pending is not None)
+        return runnable or any(s is not None for s in self.slots)
+
+    def drop(self, ids: set[int]) -> None:
+        self.queue = deque(r for r in self.queue if r.id not in ids)
+        self.slots = [None if s is not None and s.request.id in ids else s for s in self.slots]
+
+    # ---- the step
+    @torch.no_grad()
+    def step(self) -> None:
+        if self.pending is not None:  # the step boundary: running requests keep their caches, continue on these
+            self.load_weights(*self.pending)
+            self.pending = None
+        with autocast(self.device):
+            self._admit()
+            running = [i for i, s in enumerate(self.slots) if s is not None]
+            if not running:
+                return
+            logits = torch.stack([self.slots[i].logits for i in running])
+            tokens, logp = pick_rows(logits, self.temperature, self.top_p,
+                                     [self.slots[i].generator for i in running])
+            cont = []
+            for i, tok, lp in zip(running, tokens.tolist(), logp.tolist()):
+                s = self.slots[i]
+                s.out.tokens.append(tok)
+                s.out.logprobs.append(lp)
+                s.out.versions.append(s.logits_version)
+                if tok == self.eos_id or len(s.out.tokens) >= s.request.max_new_tokens:
+                    self.finished.append(s.out)
+                    self.slots[i] = None
+                else:
+                    cont.append(i)
+            if cont:
+                self._decode(cont, torch.tensor([tokens[running.index(i)] for i in cont], device=self.device))
+
+    def _admit(self) -> None:
+        free = [i for i, s in enumerate(self.slots) if s is None]
+        batch = []
+        while free and self.queue and self.queue[0].min_version <= self.version:
+            r = self.queue.popleft()
+            gen = None
+            if self.temperature > 0:
+                gen = torch.Generator(self.device).manual_seed(r.seed)
+            i = free.pop(0)
+            self.slots[i] = _Slot(r, Finished(r.id, list(r.prompt)), gen, pos=len(r.prompt))
+            batch.append(i)
+        if batch:
+            self._prefill(batch)
+
+    def _prefill(self, rows: list[int]) -> None:
+        """Prompts of the newly admitted slots, right-padded into one forward from position 0."""
+        prompts = [self.slots[i].request.prompt for i in rows]
+        width = max(len(p) for p in prompts)
+        ids = torch.zeros(len(rows), width, dtype=torch.long, device=self.device)
+        lens = torch.tensor([len(p) for p in prompts], device=self.device)
+        for j, p in enumerate(prompts):
+            ids[j, :len(p)] = torch.tensor(p, dtype=torch.long)
+        pos = torch.arange(width, device=self.device)
+        causal = pos[:, None] >= pos[None, :]
+        valid = pos[None, :] < lens[:, None]  # [n, T_k]; a pad query still sees its causal real keys
+        full = (causal[None] & valid[:, None, :])[:, None]
+        window = causal & (pos[:, None] - pos[None, :] < self.cfg.sliding_window)
+        sliding = (window[None] & valid[:, None, :])[:, None]
+        for c in self.caches:
+            c.rows, c.pos = torch.tensor(rows, device=self.device), None
+        hidden = self.model.hidden(ids, pos[None].expand(len(rows), -1), Masks(full=full, sliding=sliding),
+                                   self.caches)
+        last = hidden[torch.arange(len(rows), device=self.device), lens - 1]
+        logits = self.model.lm_head(last).float()
+        for j, i in enumerate(rows):
+            self.slots[i].logits = logits[j]
+            self.slots[i].logits_version = self.version
+
+    def _decode(self, rows: list[int], tokens: torch.Tensor) -> None:
+        """One token for each of these slots at its own position."""
+        pos = torch.tensor([self.slots[i].pos for i in rows], device=self.device)
+        width = int(pos.max()) + 1
+        cols = torch.arange(width, device=self.device)
+        delta = pos[:, None] - cols[None, :]
+        full = (delta >= 0)[:, None, None]
+        sliding = ((delta >= 0) & (delta < self.cfg.sliding_window))[:, None, None]
+        idx = torch.tensor(rows, device=self.device)
+        for c in self.caches:
+            c.rows, c.pos, c.width, c.all_rows = idx, pos, width, len(rows) == self.n_slots
+        hidden = self.model.hidden(tokens[:, None], pos[:, None], Masks(full=full, sliding=sliding), self.caches)
+        logits = self.model.lm_head(hidden[:, -1]).float()
+        for j, i in enumerate(rows):
+            s = self.slots[i]
+            s.logits, s.logits_version, s.pos = logits[j], self.version, s.pos + 1
+
+    def run(self, requests: list[Request]) -> list[Finished]:
+        """Every request to the end (a convenience for tests, benches and the in-process path), in request order."""
+        for r in requests:
+            self.submit(r)
+        done: list[Finished] = []
+        while self.busy:
+            self.step()
+            done += self.collect()
+        order = {r.id: k for k, r in enumerate(requests)}
+        return sorted(done, key=lambda f: order[f.id])
+
+
+def make_engine(kind: str, model_cfg: ModelConfig, **kw) -> RolloutEngine:
+    """The engine `rlvr.engine` names: "builtin" (default) or "vllm" (imported only here)."""
+    if kind == "builtin":
+        return BuiltinEngine(model_cfg, **kw)
+    if kind == "vllm":
+        from olmoflow.post.vllm_engine import VLLMEngine
+        return VLLMEngine(model_cfg, **kw)
+    raise ValueError(f"rlvr.engine: unknown engine {kind!r} (builtin or vllm)")
