@@ -225,6 +225,24 @@ class PostDataConfig(Section):
     rl_ifeval: int = Field(300, ge=0)
     """Synthetic instruction-following prompts with one checkable constraint in post/rl.jsonl (the ifeval
     verifier)."""
+    sft_code: int = Field(0, ge=0)
+    """Synthetic code tasks (their train partition: never an RL prompt) with the canonical solution as the reply,
+    added to post/sft.jsonl."""
+    sft_ifeval: int = Field(0, ge=0)
+    """Synthetic instruction prompts (train partition) with a reply that follows the constraint, in post/sft.jsonl."""
+    rules_sft: int = Field(0, ge=0)
+    """Rule-task conversations (compare, min-of-three, successor, copy, reverse: olmoflow/data/synthetic_rules.py)
+    in post/sft.jsonl, answered "The answer is X."."""
+    rules_dpo: int = Field(0, ge=0)
+    """Rule-task prompts in post/dpo_prompts.jsonl: DPO samples its delta-learning pairs on them."""
+    rules_rl: int = Field(0, ge=0)
+    """Rule-task prompts in post/rl.jsonl (the exact verifier)."""
+    rules_heldout: int = Field(0, ge=0)
+    """Held-out rule-task prompts in post/heldout.jsonl, in a partition no stage trains on: SFT's format rate and
+    DPO's held-out verifiable pairs are measured on them."""
+    think: bool = False
+    """The Think variant: rule-task replies reason first (`<think>...</think> The answer is X.`), and the
+    prompts' rows say so (format: think)."""
 
 
 EvalTask = Literal["arc_easy", "arc_challenge", "hellaswag", "piqa", "mmlu", "boolq", "sciq", "openbookqa",

@@ -19,10 +19,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from olmoflow.data import synthetic_rules
 from olmoflow.data.normalize import normalize
 from olmoflow.data.synthetic import Item, worked, wrong_answer
 from olmoflow.data.synthetic_code import code_rows
-from olmoflow.data.synthetic_if import if_rows
+from olmoflow.data.synthetic_if import if_rows, witness
 
 ROLES = {"human": "user", "gpt": "assistant"}
 _ASCII_LETTER = re.compile(r"[A-Za-z]")
@@ -121,7 +122,7 @@ def dpo_from_hhh(paths: list[Path], n: int | None) -> tuple[list[dict], Counter]
                 why["prompt_not_from_user"] += 1
             else:
                 rows.append({"messages": turns, "chosen": normalize(scored[-1][0]),
-                             "rejected": normalize(scored[0][0])})
+                             "rejected": normalize(scored[0][0]), "source": "hhh"})
     if n is not None:  # a hash-ordered choice, so a small n still spans all four HHH categories
         rows = sorted(rows, key=lambda r: hashlib.sha256(json.dumps(r, sort_keys=True).encode()).hexdigest())[:n]
     return rows, why
@@ -146,6 +147,28 @@ def rl_from_items(items: list[Item], code: int = 0, ifeval: int = 0, seed: int =
     return ([{"prompt": it.question, "answer": it.answer, "verifier": "math"} for it in items]
             + [r.row() for r in code_rows("rl", code, seed, "rl")]
             + [r.row() for r in if_rows("rl", ifeval, seed, "rl")])
+
+
+def sft_code_if(code: int, ifeval: int, seed: int) -> list[dict]:
+    """SFT conversations from the train partitions of the code and instruction generators (never an RL prompt):
+    the canonical solution in a fenced block; a reply that follows the prompt's constraint."""
+    rows = [{"messages": [{"role": "user", "content": r.prompt},
+                          {"role": "assistant", "content": f"```python\n{r.solution}```"}]}
+            for r in code_rows("train", code, seed, "sft")]
+    return rows + [{"messages": [{"role": "user", "content": r.prompt},
+                                 {"role": "assistant", "content": witness(r.iid, r.kwargs)}]}
+                   for r in if_rows("train", ifeval, seed, "sft")]
+
+
+def rule_rows(sft: int, dpo: int, rl: int, heldout: int, seed: int, think: bool) -> dict[str, list[dict]]:
+    """The rule tasks' rows by use, each from its own partition: sft conversations, dpo_prompts (DPO samples pairs
+    on them), rl prompts and heldout prompts (no stage trains on them)."""
+    items = {use: synthetic_rules.rule_items(use, n, seed, use)
+             for use, n in (("sft", sft), ("dpo", dpo), ("rl", rl), ("heldout", heldout))}
+    return {"sft": synthetic_rules.sft_rows(items["sft"], think),
+            "dpo_prompts": synthetic_rules.prompt_rows(items["dpo"], think),
+            "rl": synthetic_rules.prompt_rows(items["rl"], think),
+            "heldout": synthetic_rules.prompt_rows(items["heldout"], think)}
 
 
 def texts(rows: list[dict]) -> list[str]:

@@ -41,6 +41,11 @@ class SFTConfig(PostTrainConfig):
     """Pack a step's conversations into rows of seq_len positions, each its own document (intra-document masking:
     no token sees another conversation, positions restart at 0), `micro_batch` rows per forward; false: one
     conversation per right-padded row. Same loss and gradient either way, up to float rounding."""
+    heldout_items: int = Field(256, ge=0)
+    """Held-out rule prompts (post/heldout.jsonl, never trained on) answered greedily before and after:
+    format_rate_before / _after and heldout_reward_before / _after; 0 = none (so is a dataset without the file)."""
+    heldout_max_new_tokens: int = Field(24, gt=0)
+    """Reply tokens for those answers ("The answer is 52." is ~8; a Think reply needs more)."""
     checkpoint_every: int = Field(100, gt=0)
     log_every: int = Field(10, gt=0)
 
@@ -58,6 +63,23 @@ class DPOConfig(PostTrainConfig):
     """0 = all pairs in the dataset."""
     val_pairs: int = Field(64, gt=0)
     """Held-out pairs (a content-hash split of post/dpo.jsonl) for preference accuracy before and after."""
+    val_pairs_hhh: int = Field(0, ge=0)
+    """Held-out HHH human pairs, split apart from the others (their accuracy is heldout_pref_accuracy_hhh);
+    0 = the HHH pairs are split with the rest by val_pairs."""
+    delta_prompts: int = Field(0, ge=0)
+    """Verifiable prompts of post/dpo_prompts.jsonl to sample delta-learning pairs on (olmoflow/post/delta.py),
+    added to the training pairs; 0 = none (the curated pairs alone)."""
+    delta_heldout: int = Field(256, ge=0)
+    """Held-out prompts of post/heldout.jsonl (never trained on) made into pairs the same way:
+    heldout_pref_accuracy, before and after (a tie counts 0.5). Only with delta_prompts."""
+    delta_weak: Literal["parent", "self"] = "parent"
+    """Whose incorrect sample is rejected: "parent", the checkpoint the input checkpoint was trained from (in the
+    flow, the long-context model SFT started from; the input itself when its manifest names none), or "self", the
+    input model's own."""
+    delta_samples: int = Field(4, gt=0)
+    """Samples per prompt from each model."""
+    delta_max_new_tokens: int = Field(24, gt=0)
+    delta_temperature: float = Field(1.0, gt=0)
 
 
 class RLVRConfig(PostTrainConfig):

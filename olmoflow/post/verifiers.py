@@ -12,6 +12,8 @@ A row names its verifier ("verifier": math | code | ifeval) and carries the refe
   the extracted program here (compiling runs nothing): one that is not valid Python scores 0 without starting a
   sandbox (~0.15 s each), the verdict the sandbox would give, since its harness must import the program.
 - `ifeval`: olmoflow/post/ifeval.py (IFBench constraint checkers).
+- `exact` (here): the rule tasks of olmoflow/data/synthetic_rules.py: what follows the last "The answer is" up to
+  its period equals the reference exactly (whitespace collapsed); no such sentence scores 0.
 
 `score(name, completion, answer)` is what callers use: a verifier that raises scores 0.0 and is counted in
 `reward_errors` (by verifier name) with its last message in `last_errors`, never a crash.
@@ -26,6 +28,7 @@ from collections.abc import Callable
 from fractions import Fraction
 
 from olmoflow.data.evalsets_gen import last_boxed as boxed  # one \boxed{} reader for curate, eval and RLVR
+from olmoflow.data.synthetic_rules import rule_answer
 from olmoflow.post.code_reward import code_reward, extract_program
 from olmoflow.post.ifeval import ifeval_reward
 
@@ -137,8 +140,13 @@ def code_dispatch(completion: str, answer: str) -> float:
     return code_reward(completion, answer)
 
 
+def exact_reward(completion: str, answer: str) -> float:
+    """1.0 when the stated answer ("The answer is X.") is the reference, whitespace collapsed."""
+    return float(rule_answer(completion) == " ".join(answer.split()))
+
+
 VERIFIERS: dict[str, Callable[[str, str], float]] = {"math": math_reward, "code": code_dispatch,
-                                                       "ifeval": ifeval_reward}
+                                                       "ifeval": ifeval_reward, "exact": exact_reward}
 reward_errors: Counter[str] = Counter()
 last_errors: dict[str, str] = {}
 

@@ -46,7 +46,16 @@ from olmoflow.data.dedup import content_hash, unit_interval, val_mask
 from olmoflow.data.evalsets import TASKS, arithmetic_items, read_items, read_shots, subset, without_scored
 from olmoflow.data.execute import Executor, open_executor
 from olmoflow.data.mixing import TokDoc, plan_mix, without_absent, write_domains
-from olmoflow.data.postsets import dpo_from_hhh, dpo_from_items, rl_from_items, sft_from_items, sft_from_sharegpt, texts
+from olmoflow.data.postsets import (
+    dpo_from_hhh,
+    dpo_from_items,
+    rl_from_items,
+    rule_rows,
+    sft_code_if,
+    sft_from_items,
+    sft_from_sharegpt,
+    texts,
+)
 from olmoflow.data.report import flat_metrics, length_histogram, render_text, write_report
 from olmoflow.data.sources import check_sources, local_files, sources_root
 from olmoflow.data.tokenizer import EOS, encode_docs, load_tokenizer, train_bpe
@@ -114,6 +123,10 @@ def build_post(cfg: CurateConfig, root: str, arith: dict[str, list[synthetic.Ite
     rows = {"sft": sft + sft_from_items(arith["sft"]),
             "dpo": dpo + dpo_from_items(arith["dpo"], cfg.synthetic.seed),
             "rl": rl_from_items(arith["rl"], p.rl_code, p.rl_ifeval, cfg.synthetic.seed)}
+    rules = rule_rows(p.rules_sft, p.rules_dpo, p.rules_rl, p.rules_heldout, cfg.synthetic.seed, p.think)
+    rows["sft"] += sft_code_if(p.sft_code, p.sft_ifeval, cfg.synthetic.seed) + rules["sft"]
+    rows["rl"] += rules["rl"]
+    rows |= {name: rules[name] for name in ("dpo_prompts", "heldout") if rules[name]}  # written only when asked for
     families = Counter(r.get("verifier", "math") for r in rows["rl"])
     stats: dict[str, Any] = {"sft_sharegpt": len(sft), "sft_synthetic": len(arith["sft"]),
                              "dpo_hhh": len(dpo), "dpo_synthetic": len(arith["dpo"]), "rl": len(rows["rl"]),

@@ -7,9 +7,16 @@ model than rejected) are scored with length-normalized DPO (olmoflow/post/dpo.py
 reference model is the input checkpoint; its log-probabilities never change, so they are computed once, before
 training, and the reference model is never kept in memory beside the policy. LR: warmup, then linear to 0.
 
+With dpo.delta_prompts, delta-learning pairs are sampled on verifiable prompts (post/dpo_prompts.jsonl;
+olmoflow/post/delta.py): chosen = a sample of the input model that the verifier accepts, rejected = an incorrect
+sample of a weaker model (dpo.delta_weak: the input's parent checkpoint, the model SFT started from, read through
+the input's manifest, so the pipeline wires nothing more). Held-out prompts (post/heldout.jsonl, never trained on)
+become pairs the same way: heldout_pref_accuracy, before and after. The curated pairs (post/dpo.jsonl) still
+train; their HHH human pairs are reported apart (heldout_pref_accuracy_hhh).
+
 Held-out pairs (a content-hash split) measure, before and after:
 - pref_accuracy: how often the policy gives the chosen reply a higher mean per-token log-probability than the
-  rejected one (the model's own preference; meaningful before training too);
+  rejected one (the model's own preference; meaningful before training too; a tie counts 0.5);
 - reward_accuracy: how often DPO's implicit reward margin is positive (0 before training, where policy = reference).
 
 Under torchrun the model is sharded as in pretraining (olmoflow/train/parallel.py): each rank scores and trains
@@ -21,12 +28,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from olmoflow.artifacts import ArtifactStore
 from olmoflow.contract.context import StageContext
 from olmoflow.contract.report import write_metrics
 from olmoflow.model.checkpoint import load_checkpoint, save_checkpoint
 from olmoflow.post.chat import ChatTemplate, Encoded, truncate
 from olmoflow.post.data import micro_batches, read_jsonl, split_heldout, stream_indices
+from olmoflow.post.delta import delta_pairs
 from olmoflow.post.dpo import dpo_loss, pair_logprobs
+from olmoflow.post.heldout import heldout_rows, log_samples, rates, replies
 from olmoflow.post.plots import plot_curves
 from olmoflow.post.ranks import check_batch, padded_share, share
 from olmoflow.post.state import resume_sharded
@@ -68,13 +78,75 @@ def score(model: nn.Module, pairs: list[Pair], micro_batch: int, pad_id: int, wo
     return world.sum(out).cpu()
 
 
+def preference(scores: torch.Tensor) -> float:
+    """The share of pairs whose chosen reply has the higher mean per-token log-probability; a tie counts 0.5."""
+    c, r = scores[0] / scores[2], scores[1] / scores[3]
+    return float(((c > r).float() + 0.5 * (c == r).float()).mean())
+
+
+def parent_checkpoint(ctx: StageContext) -> tuple[nn.Module | None, str]:
+    """The checkpoint the input checkpoint was trained from (its manifest's checkpoint input), and its URI;
+    (None, "") when it names none (an imported or pretrained-from-scratch checkpoint)."""
+    uri = ctx.input("checkpoint").manifest.get("inputs", {}).get("checkpoint", {}).get("uri", "")
+    if not uri:
+        return None, ""
+    path = ArtifactStore(ctx.cfg.flow.store, ctx.cfg.flow.name).open(uri, kind="checkpoint").path
+    return load_checkpoint(path)[0].to(World.current().device), uri
+
+
+def verifiable_pairs(ctx: StageContext, model: nn.Module, template: ChatTemplate
+                     ) -> tuple[list[dict], list[dict], dict[str, float]]:
+    """(train pairs, held-out pairs, counts) sampled on post/dpo_prompts.jsonl and post/heldout.jsonl."""
+    cfg = ctx.cfg.dpo
+    data = ctx.input("dataset").path
+    prompts = read_jsonl(data / "post" / "dpo_prompts.jsonl", ["prompt", "answer", "verifier"])
+    prompts = prompts[:cfg.delta_prompts]
+    held = heldout_rows(data, cfg.delta_heldout, "dpo.delta_heldout")
+    weak, uri = parent_checkpoint(ctx) if cfg.delta_weak == "parent" else (None, "")
+    if weak is None:
+        ctx.log.info("dpo: rejected replies are the input model's own incorrect samples%s",
+                     "" if cfg.delta_weak == "self" else " (its manifest names no parent checkpoint)")
+        weak = model
+    else:
+        ctx.log.info("dpo: rejected replies are samples of %s", uri)
+    weak.eval()
+    model.eval()
+    out, counts = [], {}
+    for name, rows, seed in (("train", prompts, cfg.seed), ("heldout", held, cfg.seed + 1000)):
+        pairs, stats = delta_pairs(model, weak, template, rows, cfg.delta_samples, cfg.delta_max_new_tokens,
+                                   cfg.delta_temperature, seed)
+        out.append(pairs)
+        n = max(1, len(rows) * cfg.delta_samples)
+        counts |= {f"delta_{name}_pairs": float(len(pairs)), f"delta_{name}_prompts": float(len(rows)),
+                   f"delta_{name}_strong_correct": stats["strong_correct"] / n,
+                   f"delta_{name}_weak_correct": stats["weak_correct"] / n,
+                   f"delta_{name}_chosen_reference": float(stats["chosen_reference"])}
+    del weak
+    return out[0], out[1], counts
+
+
 def heldout(scores: torch.Tensor, ref: torch.Tensor, beta: float, length_normalized: bool) -> dict[str, float]:
     """Held-out metrics from the policy's and the reference's `score` of the same pairs."""
     pi_c, pi_r, n_c, n_r = scores
     loss, reward_c, reward_r = dpo_loss(pi_c, pi_r, ref[0], ref[1], n_c, n_r, beta, length_normalized)
-    return {"pref_accuracy": float((pi_c / n_c > pi_r / n_r).float().mean()),
+    return {"pref_accuracy": preference(scores),
             "reward_accuracy": float((reward_c > reward_r).float().mean()),
             "val_dpo_loss": float(loss.mean()), "val_reward_margin": float((reward_c - reward_r).mean())}
+
+
+def by_source(scores: torch.Tensor, groups: dict[str, list[int]]) -> dict[str, float]:
+    """heldout_pref_accuracy (the verifiable pairs) and heldout_pref_accuracy_hhh, for the groups that have pairs."""
+    names = {"verifiable": "heldout_pref_accuracy", "hhh": "heldout_pref_accuracy_hhh"}
+    return {names[g]: preference(scores[:, idx]) for g, idx in groups.items() if idx}
+
+
+def answer(model: nn.Module, tag: str, probe: list[dict], template: ChatTemplate, cfg) -> tuple[list[str], dict]:
+    """Greedy replies to the held-out prompts and their heldout_reward / format_rate (no probe: nothing)."""
+    if not probe:
+        return [], {}
+    texts = replies(model, template, [r["prompt"] for r in probe], cfg.delta_max_new_tokens)
+    got = rates(probe, texts)
+    return texts, {"heldout_reward": got["reward"], "format_rate": got["format_rate"]}
 
 
 def run(ctx: StageContext) -> dict[str, float]:
@@ -88,12 +160,27 @@ def run(ctx: StageContext) -> dict[str, float]:
     template = ChatTemplate(tokenizer)
     pad = template.pad
 
-    # ---- data
+    # ---- data: the curated pairs (HHH's apart when dpo.val_pairs_hhh), then the verifiable pairs sampled here
     rows = read_jsonl(ctx.input("dataset").path / "post" / "dpo.jsonl", ["messages", "chosen", "rejected"])
-    train_rows, val_rows = split_heldout(rows, cfg.val_pairs, "dpo.val_pairs")
+    hhh = [r for r in rows if r.get("source") == "hhh"] if cfg.val_pairs_hhh else []
+    train_rows, val_rows = split_heldout([r for r in rows if not hhh or r.get("source") != "hhh"], cfg.val_pairs,
+                                         "dpo.val_pairs")
+    if hhh:
+        hhh_train, hhh_val = split_heldout(hhh, cfg.val_pairs_hhh, "dpo.val_pairs_hhh")
+        train_rows, val_rows = train_rows + hhh_train, val_rows + hhh_val
     if cfg.max_pairs:
         train_rows = train_rows[:cfg.max_pairs]
+    counts: dict[str, float] = {}
+    probe: list[dict] = []
+    if cfg.delta_prompts and world.size == 1:  # sampling from a sharded model is not done yet (post/heldout.py)
+        delta_train, delta_val, counts = verifiable_pairs(ctx, model, template)
+        train_rows, val_rows = train_rows + delta_train, val_rows + delta_val
+        probe = heldout_rows(ctx.input("dataset").path, cfg.delta_heldout, "dpo.delta_heldout")
     train, val = encode(train_rows, template, cfg.seq_len), encode(val_rows, template, cfg.seq_len)
+    # which held-out pairs are which (encode drops pairs left without a reply token: keep the rows aligned)
+    kept = [r for r in val_rows if encode([r], template, cfg.seq_len)]
+    groups = {"hhh": [i for i, r in enumerate(kept) if r.get("source") == "hhh"],
+              "verifiable": [i for i, r in enumerate(kept) if r.get("source") == "delta"]}
     if not train or not val:
         raise ValueError(f"stage dpo: no pair in post/dpo.jsonl keeps a reply token within dpo.seq_len={cfg.seq_len}")
     if ctx.lead:
@@ -114,8 +201,9 @@ def run(ctx: StageContext) -> dict[str, float]:
     resumer, loop = resume_sharded(ctx, world, model, optimizer)
     if loop is None:
         # Before any step the policy is the reference, so its held-out scores are the reference's.
-        before = heldout(ref_val, ref_val, cfg.beta, cfg.length_normalized)
-        loop = {"step": 0, "curve": [], "margin": [], "before": before}
+        before = heldout(ref_val, ref_val, cfg.beta, cfg.length_normalized) | by_source(ref_val, groups)
+        answered = answer(model, "before", probe, template, cfg)
+        loop = {"step": 0, "curve": [], "margin": [], "before": before | answered[1], "probe": answered[0]}
         ctx.log_metrics(before, step=0)
 
     # ---- train
@@ -151,10 +239,15 @@ def run(ctx: StageContext) -> dict[str, float]:
             resumer.save(done, {"loop": loop}, model, optimizer)
 
     # ---- measure and save
-    after = heldout(score(model, val, cfg.micro_batch, pad, world), ref_val, cfg.beta, cfg.length_normalized)
+    scores = score(model, val, cfg.micro_batch, pad, world)
+    after = heldout(scores, ref_val, cfg.beta, cfg.length_normalized) | by_source(scores, groups)
+    texts, answered = answer(model, "after", probe, template, cfg)
+    after |= answered
     ctx.log_metrics(after, step=cfg.steps)
     metrics = {**after, **{f"{k}_before": v for k, v in loop["before"].items()},
-               "train_pairs": float(len(train)), "steps": float(cfg.steps)}
+               "train_pairs": float(len(train)), "steps": float(cfg.steps), **counts}
+    if probe and ctx.lead:
+        log_samples(ctx, "dpo_samples", probe, {"before": loop["probe"], "after": texts})
     plain = parallel.export(model, world, wrapped=world.size > 1 or cfg.activation_checkpointing)
     if ctx.lead:
         save_checkpoint(ctx.out, plain, ckpt / "tokenizer.json")

@@ -8,7 +8,9 @@ cross-entropy on assistant tokens only (content and closing <|im_end|>), average
 step's batch however it is cut into micro-batches or split over ranks (olmoflow/post/sft.py, post/ranks.py).
 With sft.pack, a step's conversations are packed into seq_len rows with intra-document masking
 (olmoflow/post/data.py). LR: warmup, then linear to 0. A held-out slice of the conversations (a content-hash split)
-measures the loss before and after.
+measures the loss before and after; held-out rule prompts (post/heldout.jsonl, never trained on) are answered
+greedily before and after (olmoflow/post/heldout.py): format_rate_before / _after (the share of replies in the
+expected "The answer is X." format) and heldout_reward_before / _after, with a table of sample replies in MLflow.
 
 Under torchrun the model is sharded as in pretraining (olmoflow/train/parallel.py), each rank trains its share of
 every step, in-stage checkpoints are DCP (resharded when the world size changes) and rank 0 writes the payload.
@@ -24,6 +26,7 @@ from olmoflow.contract.report import write_metrics
 from olmoflow.model.checkpoint import load_checkpoint, save_checkpoint
 from olmoflow.post.chat import ChatTemplate, Encoded, truncate
 from olmoflow.post.data import micro_batches, pad_batch, read_jsonl, split_heldout, stream_indices
+from olmoflow.post.heldout import heldout_rows, log_samples, rates, replies
 from olmoflow.post.logprobs import masked_sums
 from olmoflow.post.plots import plot_curves
 from olmoflow.post.ranks import check_batch, padded_share, share
@@ -77,12 +80,21 @@ def run(ctx: StageContext) -> dict[str, float]:
         ctx.log.info("sft: %d train / %d held-out conversations, %d steps of %d on %d x %s", len(train), len(val),
                      cfg.steps, cfg.batch_size, world.size, world.device)
 
+    # ---- held-out rule prompts (a partition no stage trains on), answered greedily before and after
+    probe = heldout_rows(ctx.input("dataset").path, cfg.heldout_items, "sft.heldout_items") if world.size == 1 else []
+
+    def answer(tag: str) -> tuple[list[str], dict[str, float]]:
+        texts = replies(model, template, [r["prompt"] for r in probe], cfg.heldout_max_new_tokens)
+        got = rates(probe, texts)
+        return texts, {f"format_rate_{tag}": got["format_rate"], f"heldout_reward_{tag}": got["reward"]}
+
     # ---- resume or start
     optimizer = build_optimizer(model, cfg.lr, weight_decay=cfg.weight_decay)
     resumer, loop = resume_sharded(ctx, world, model, optimizer)
     if loop is None:
-        loop = {"step": 0, "curve": [], "val_before": heldout_loss(model, val, cfg.micro_batch, template.pad, world)}
-        ctx.log_metrics({"val_sft_loss": loop["val_before"]}, step=0)
+        loop = {"step": 0, "curve": [], "val_before": heldout_loss(model, val, cfg.micro_batch, template.pad, world),
+                "probe": answer("before") if probe else ([], {})}
+        ctx.log_metrics({"val_sft_loss": loop["val_before"], **loop["probe"][1]}, step=0)
 
     # ---- train
     for step in ctx.progress(range(loop["step"], cfg.steps), total=cfg.steps - loop["step"], desc="steps"):
@@ -112,6 +124,12 @@ def run(ctx: StageContext) -> dict[str, float]:
     tail = [v for _, v in loop["curve"][-max(1, cfg.steps // 10):]]
     metrics = {"val_sft_loss": val_after, "val_sft_loss_before": loop["val_before"],
                "train_loss": sum(tail) / len(tail), "train_examples": float(len(train)), "steps": float(cfg.steps)}
+    if probe:
+        after_texts, after = answer("after")
+        ctx.log_metrics(after, step=cfg.steps)
+        metrics |= {**loop["probe"][1], **after, "heldout_items": float(len(probe))}
+        if ctx.lead:
+            log_samples(ctx, "sft_samples", probe, {"before": loop["probe"][0], "after": after_texts})
     plain = parallel.export(model, world, wrapped=world.size > 1 or cfg.activation_checkpointing)
     if ctx.lead:
         save_checkpoint(ctx.out, plain, ckpt / "tokenizer.json")

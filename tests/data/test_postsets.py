@@ -62,7 +62,7 @@ def test_hhh_pairs_choose_the_higher_score(tmp_path):
     assert rows == [{"messages": [{"role": "user", "content": "Help me?"},
                                   {"role": "assistant", "content": "Sure, with what?"},
                                   {"role": "user", "content": "My homework."}],
-                     "chosen": "Let's look at it together.", "rejected": "Do it yourself."}]
+                     "chosen": "Let's look at it together.", "rejected": "Do it yourself.", "source": "hhh"}]
     assert why == {"tie": 1, "prompt_not_from_user": 1}
     assert hhh_turns("Human: hi") == [{"role": "user", "content": "hi"}]
 
