@@ -238,11 +238,12 @@ class _LocalLease:
 
     def renew(self, version: bytes, body: bytes) -> bytes | None:
         found = self.read()
-        if found is None:
-            # Set aside for a moment by a contender checking it (take_over): held again, the contender puts
-            # nothing back.
-            if self.create(body) is not None:
-                return body
+        for _ in range(5):
+            # Missing for an instant: a contender has set it aside to check it (_remove_if) and puts it back.
+            # Missing for longer: taken over, and released since; not this process's to create again.
+            if found is not None:
+                break
+            time.sleep(0.02)
             found = self.read()
         if found is None or found[1] != version:
             return None
