@@ -14,7 +14,7 @@ TEST_STAMP := $(VENV)/.installed-test
 TORCH_VERSION ?= 2.13.0
 TORCH_INDEX   ?=
 
-.PHONY: run test test-fast data venv bench compile images chart ui clean help
+.PHONY: run test test-fast test-pods data venv bench compile images chart ui clean help
 
 help:
 	@echo "make run      run the whole flow (CONFIG=$(CONFIG)) with kfp.local; ARGS='--set k=v --from sft --init URI'"
@@ -23,7 +23,8 @@ help:
 	@echo "make ui       MLflow UI on the local tracking database (prints each flow's runs URL)"
 	@echo "make compile  compile pipelines/model_flow.yaml for a cluster"
 	@echo "make bench    every benchmark against its named peer; writes bench/RESULTS.md (BENCH_ARGS=--quick)"
-	@echo "make images   build the container images (docker or buildah)"
+	@echo "make images   build the container images (docker or buildah; IMAGE_BASE=, IMAGE_TORCH=cpu)"
+	@echo "make test-pods  build the images from a Debian-made base, run stages in them as task pods (podman)"
 	@echo "make chart    lint and render the Helm chart"
 
 venv: $(STAMP)
@@ -65,10 +66,29 @@ bench: data $(TEST_STAMP)
 compile: $(STAMP)
 	$(BIN)/olmoflow compile
 
+# make images: curate, tracking and trainer, tagged with the package version, one after the other. IMAGE_BASE: another
+# Python base (images/local-base.sh makes one from Debian's packages where no image registry is reachable);
+# IMAGE_TORCH=cpu: torch's +cpu build (from TORCH_INDEX, or the host pip's wheel folder) instead of PyPI's CUDA one.
+IMAGE_BASE  ?=
+IMAGE_TORCH ?= cuda
+LOCAL_BASE  := localhost/olmoflow-base:bookworm-py3.11
+IMAGE_ARGS   = $(if $(IMAGE_BASE),--build-arg PYTHON_IMAGE=$(IMAGE_BASE)) --build-arg TORCH_VARIANT=$(IMAGE_TORCH) \
+               $(if $(and $(TORCH_INDEX),$(filter cpu,$(IMAGE_TORCH))),--build-arg TORCH_INDEX_URL=$(TORCH_INDEX))
+
 images: $(STAMP)
 	for image in curate tracking trainer; do \
-		bash images/build.sh $$image $$($(BIN)/python -c "import olmoflow; print(olmoflow.__version__)") || exit 1; \
+		BUILD_ARGS="$(IMAGE_ARGS)" bash images/build.sh $$image \
+			$$($(BIN)/python -c "import olmoflow; print(olmoflow.__version__)") || exit 1; \
 	done
+	if command -v podman >/dev/null; then podman images --filter reference='*olmoflow*'; fi
+
+# The pod-realism test on this machine: a base made from Debian's packages, the images with torch's CPU build, then
+# curate and pretrain run in them as task pods against moto S3 and the tracking image's MLflow.
+test-pods: $(TEST_STAMP)
+	PYTHON=$(BIN)/python bash scripts/install_k8s_tools.sh $(BIN)
+	podman image exists $(LOCAL_BASE) || bash images/local-base.sh $(LOCAL_BASE)
+	$(MAKE) images IMAGE_BASE=$(LOCAL_BASE) IMAGE_TORCH=cpu
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q tests/cluster/test_pod_realism.py
 
 chart: $(STAMP)
 	PYTHON=$(BIN)/python bash scripts/install_k8s_tools.sh $(BIN)

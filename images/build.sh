@@ -6,7 +6,13 @@
 # Environment:
 #   REGISTRY        repository prefix (default: olmoflow), so the default image is olmoflow/trainer:TAG
 #   BUILDER         docker | buildah (default: docker when its daemon answers, else buildah)
-#   BUILD_ARGS      extra --build-arg words, e.g. "--build-arg TORCH_INDEX_URL=..."
+#   BUILD_ARGS      extra --build-arg words, e.g. "--build-arg PYTHON_IMAGE=localhost/olmoflow-base:bookworm-py3.11
+#                   --build-arg TORCH_VARIANT=cpu" (images/local-base.sh makes that base where no registry is reachable)
+#   CA_BUNDLE       a CA bundle file pip inside the build must trust (default: $PIP_CERT, the host pip's); buildah only
+#   TORCH_WHEELS    a folder holding the torch wheel to install (default: $PIP_FIND_LINKS when it is a folder, the
+#                   host pip's); buildah only. Both are mounted into the build's RUN steps, never copied into a layer.
+#   CONTAINERS_CONF buildah's settings (default: images/containers.conf, what these dev/CI machines need; empty =
+#                   the system's)
 #
 # The build context is staged in a temporary folder with only what the Dockerfile copies, so a local .venv or
 # .olmoflow store (gigabytes) is never sent to the builder, and it works the same for docker and buildah.
@@ -48,11 +54,29 @@ if [[ "$IMAGE" == curate ]]; then
     | tar -xf - -C "$ctx"
 fi
 
+# What the host's pip is set up with (a TLS-inspecting proxy's CA, a local wheel folder) reaches pip in the build.
+host_args=()
+ca="${CA_BUNDLE-${PIP_CERT:-}}"
+wheels="${TORCH_WHEELS-${PIP_FIND_LINKS:-}}"
+[[ -d "$wheels" ]] || wheels=""
+if [[ "$builder" == buildah ]]; then
+  export CONTAINERS_CONF="${CONTAINERS_CONF-$ROOT/images/containers.conf}"
+  [[ -n "$CONTAINERS_CONF" ]] || unset CONTAINERS_CONF
+  if [[ -n "$ca" ]]; then
+    [[ -f "$ca" ]] || { echo "error: CA_BUNDLE $ca is not a file" >&2; exit 2; }
+    host_args+=(-v "$ca:/mnt/host/ca.crt:ro" --build-arg PIP_CERT=/mnt/host/ca.crt)
+  fi
+  if [[ -n "$wheels" && "$IMAGE" != tracking ]]; then
+    host_args+=(-v "$wheels:/mnt/host/wheels:ro" --build-arg TORCH_FIND_LINKS=/mnt/host/wheels)
+  fi
+fi
+
 echo "building $REF with $builder"
+start=$SECONDS
 # shellcheck disable=SC2086  # BUILD_ARGS is a list of words on purpose
 case "$builder" in
   docker)  docker build ${BUILD_ARGS:-} -t "$REF" -f "$ctx/Dockerfile" "$ctx" ;;
-  buildah) buildah build ${BUILD_ARGS:-} --layers -t "$REF" -f "$ctx/Dockerfile" "$ctx" ;;
+  buildah) buildah build ${BUILD_ARGS:-} "${host_args[@]}" --layers -t "$REF" -f "$ctx/Dockerfile" "$ctx" ;;
   *) echo "error: BUILDER must be docker or buildah (got '$builder')" >&2; exit 2 ;;
 esac
-echo "built $REF"
+echo "built $REF in $((SECONDS - start)) s"

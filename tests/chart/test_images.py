@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -65,14 +66,34 @@ def test_buildah_when_docker_has_no_daemon(tmp_path):
     assert "building olmoflow/tracking:1.2.3 with buildah" in proc.stdout
 
 
+@pytest.mark.parametrize("image", IMAGES)
+def test_buildah_gets_the_hosts_ca_bundle_and_torch_wheels_mounted_not_copied(tmp_path, image):
+    ca, wheels = tmp_path / "ca.crt", tmp_path / "wheels"
+    ca.write_text("cert")
+    wheels.mkdir()
+    proc = run_build(tmp_path, image, "0.1.0", builders=("buildah",), PIP_CERT=str(ca), PIP_FIND_LINKS=str(wheels))
+    assert proc.returncode == 0, proc.stderr
+    argv = (tmp_path / "record" / "argv").read_text().split()
+    assert f"{ca}:/mnt/host/ca.crt:ro" in argv and "PIP_CERT=/mnt/host/ca.crt" in argv
+    assert (f"{wheels}:/mnt/host/wheels:ro" in argv) == ("TORCH_FIND_LINKS=/mnt/host/wheels" in argv) == \
+        (image != "tracking")
+    assert "./ca.crt" not in (tmp_path / "record" / "context").read_text().split()
+    proc = run_build(tmp_path, image, "0.1.0", builders=("buildah",), CA_BUNDLE=str(tmp_path / "nope"))
+    assert proc.returncode == 2 and "CA_BUNDLE" in proc.stderr
+
+
 def test_bad_arguments_and_missing_inputs_fail_clearly(tmp_path):
     proc = run_build(tmp_path, "notebook", "0.1.0")
     assert proc.returncode == 2 and "error: unknown image 'notebook'" in proc.stderr
     proc = run_build(tmp_path, "trainer", "bad tag")
     assert proc.returncode == 2 and "is not a valid image tag" in proc.stderr
+    # No builder on PATH (only what the script runs before it looks for one), even where buildah is installed.
     bare = tmp_path / "bare"
-    bare.mkdir()
-    proc = run_build(bare, "trainer", "0.1.0", builders=())
+    (bare / "tools").mkdir(parents=True)
+    for tool in ("bash", "dirname"):
+        (bare / "tools" / tool).symlink_to(shutil.which(tool))
+    proc = subprocess.run(["bash", str(BUILD), "trainer", "0.1.0"], env={"PATH": str(bare / "tools")},
+                          capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1 and "no image builder" in proc.stderr
 
 
@@ -84,7 +105,8 @@ def test_dockerfile_pins_versions_runs_as_non_root_and_smoke_tests(image):
     assert re.fullmatch(r"python:\d+\.\d+\.\d+-slim-\w+", base), base  # an exact Python patch release
     for line in joined.splitlines():
         if "pip install" in line:
-            assert "-c " in line and "requirements.lock" in line, line  # every install is held to the lock
+            # every install is held to the lock: as constraints, or the lock itself (its whole closure) --no-deps
+            assert "requirements.lock" in line and ("-c " in line or "--no-deps -r" in line), line
             named = re.findall(r'"([A-Za-z][\w.-]*(?:\[[\w,]+\])?)(==\S+)?"', line)
             assert all(pin for _, pin in named), line  # packages outside the lock carry an exact pin
     user = re.findall(r"^USER (\S+)", text, re.M)
