@@ -200,8 +200,7 @@ def claim(world, step: str, uri: str, is_complete: Callable[[], bool]) -> Lease 
                 lease.release()
                 return "done"
             if lease.took_over is not None:
-                log.warning("stage %s: %s stopped renewing its lease %.0f s ago (ttl %g s); taking over %s",
-                            step, lease.took_over.id, lease.took_over.age(), lease.took_over.ttl, uri)
+                log.warning("stage %s: %s; taking over %s", step, lease.took_over.why(), uri)
             return "held"
         if is_complete():
             return "done"

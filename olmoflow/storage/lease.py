@@ -6,13 +6,15 @@ waits for it (olmoflow/flow/runner.py), on local disk and on S3.
     lease.check("pretrain")         # LeaseLost once another run has taken it over
     lease.release()
 
-The lease is a small JSON object: holder (host:pid:random), acquired_at, renewed_at, ttl. Acquiring is one
-exclusive create: local disk, a hard link (or O_CREAT|O_EXCL) under the name (LocalStorage's overwrite=False);
+The lease is a small JSON object: holder (host:pid:random), machine, pid, acquired_at, renewed_at, ttl. Acquiring is
+one exclusive create: local disk, a hard link (or O_CREAT|O_EXCL) under the name (LocalStorage's overwrite=False);
 S3, a PUT with If-None-Match: *. Of two contenders exactly one gets it. The holder renews it every ttl/4; on S3 a
-renewal is a PUT with If-Match on the ETag it last wrote, so it never overwrites a takeover. A lease not renewed
-for its ttl is stale, and taking it over replaces exactly the stale version: on S3 a PUT with If-Match on its
-ETag; on local disk it is renamed aside (atomic: one contender gets it), checked to be those stale bytes (else put
-back), and the exclusive create follows. Of several contenders one wins; the rest see a live lease.
+renewal is a PUT with If-Match on the ETag it last wrote, so it never overwrites a takeover. A lease not renewed for
+its ttl is stale, and taking it over replaces exactly the stale version: on S3 a PUT with If-Match on its ETag; on
+local disk it is renamed aside (atomic: one contender gets it), checked to be those stale bytes (else put back), and
+the exclusive create follows. Of several contenders one wins; the rest see a live lease. A holder on this same
+machine (host, boot and pid namespace) whose process has ended (SIGKILLed, OOM-killed) is stale at once: a rerun on
+the machine of a killed run does not wait out the ttl.
 
 Not guaranteed: staleness is judged from the holder's renewed_at, so hosts' clocks must agree to well within
 ttl (skew up to about 3/4 of it is tolerated). A holder that stalls for more than ttl (paused, cut off from the
@@ -67,6 +69,36 @@ def lease_config() -> LeaseConfig:
     return LeaseConfig(**values)
 
 
+def _read(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def machine() -> str:
+    """This process's host, boot and pid namespace: two processes with the same can see each other's pids."""
+    try:
+        pidns = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        pidns = ""
+    boot = _read("/proc/sys/kernel/random/boot_id")
+    return f"{socket.gethostname()}/{boot}/{pidns}" if boot and pidns else ""
+
+
+def _ended(pid: int) -> bool:
+    """True only when this process can tell that `pid` is not running (never ran, or a zombie)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # EPERM: it runs, as another user
+    stat = _read(f"/proc/{pid}/stat")
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]
+
+
 @dataclass(frozen=True)
 class Holder:
     """Who holds a lease, as its object says."""
@@ -74,6 +106,8 @@ class Holder:
     id: str
     renewed_at: float
     ttl: float
+    machine: str = ""
+    pid: int = 0
 
     @classmethod
     def parse(cls, raw: bytes) -> Holder:
@@ -82,18 +116,30 @@ class Holder:
         try:
             d = json.loads(raw)
             holder, renewed, ttl = str(d["holder"]), float(d["renewed_at"]), float(d["ttl"])
-        except (ValueError, KeyError, TypeError, RecursionError):
+            where, pid = str(d.get("machine", "")), int(d.get("pid", 0))
+        except (ValueError, KeyError, TypeError, RecursionError, OverflowError):
             return cls("an unreadable lease", 0.0, 0.0)
         if not (math.isfinite(renewed) and math.isfinite(ttl) and ttl > 0):
             return cls("an unreadable lease", 0.0, 0.0)
-        return cls("".join(c for c in holder[:120] if c.isprintable()), renewed, ttl)
+        return cls("".join(c for c in holder[:120] if c.isprintable()), renewed, ttl, where, pid)
 
     def age(self) -> float:
         """Seconds since the holder last renewed it, by this host's clock."""
         return time.time() - self.renewed_at
 
+    def gone(self) -> bool:
+        """The holder ran on this machine (same host, boot and pid namespace) and its process has ended: killed,
+        its lease not yet lapsed. No need to wait out the ttl for it."""
+        return bool(self.machine) and self.machine == machine() and self.pid > 0 and _ended(self.pid)
+
     def stale(self) -> bool:
-        return self.age() > self.ttl
+        return self.age() > self.ttl or self.gone()
+
+    def why(self) -> str:
+        """Why it is stale, for the log."""
+        if self.age() <= self.ttl:
+            return f"{self.id} has ended (its process is gone from this machine)"
+        return f"{self.id} stopped renewing its lease {self.age():.0f} s ago (ttl {self.ttl:g} s)"
 
 
 class Lease:
@@ -105,6 +151,7 @@ class Lease:
         if not self.ttl > 0:
             raise StorageError(f"{self.uri}: a lease needs a positive ttl, got {self.ttl:g}")
         self.id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self._machine = machine()
         self.took_over: Holder | None = None
         """The stale holder this process took the lease from, if it did."""
         self._object = _S3Lease(self.uri) if is_remote(self.uri) else _LocalLease(self.uri)
@@ -175,7 +222,7 @@ class Lease:
         self.release()
 
     def _body(self) -> bytes:
-        return json.dumps({"holder": self.id, "host": socket.gethostname(), "pid": os.getpid(), "ttl": self.ttl,
+        return json.dumps({"holder": self.id, "machine": self._machine, "pid": os.getpid(), "ttl": self.ttl,
                            "acquired_at": self._acquired_at, "renewed_at": time.time()}, sort_keys=True).encode()
 
     def _hold(self, version: bytes | str, previous: Holder | None) -> None:

@@ -4,10 +4,11 @@ runner (`olmoflow stage model-flow`), each fault really injected:
 - same config, started together (local store and moto S3): exactly one computes, the other waits, reports the
   artifact cached, and both print the same URI; a third run with another config, started with them, gets
   another path and neither waits for nor is waited on;
-- the holder SIGKILLed mid-stage: the waiter takes over once the lease lapses (a 2 s ttl) and resumes from the
-  killed run's in-stage checkpoint;
-- the holder SIGSTOPped past its ttl: the waiter takes over and commits; the stalled run, continued, stops with
-  one line and commits nothing.
+- the holder SIGKILLed mid-stage: the waiter takes over (at once: the holder ran on this machine and its process
+  is gone) and resumes from the killed run's in-stage checkpoint;
+- the holder SIGSTOPped: it stops renewing, as a holder on another machine that died does; the waiter takes over
+  once the lease lapses (a 2 s ttl) and commits; the stalled run, continued, stops with one line and commits
+  nothing.
 
 The stage's compute is a fake (olmoflow.flow.runner.stage_module patched in the child): it counts its runs in a
 file, sleeps, and saves an in-stage checkpoint per step, so a test can stop or kill it mid-stage; and a
@@ -179,7 +180,8 @@ def test_killed_holder_is_taken_over(runs, tmp_path):
     holder.proc.send_signal(signal.SIGKILL)
     holder.proc.wait()
     assert waiter.finish() == 0, waiter.log()
-    assert "stopped renewing its lease" in waiter.log() and "resuming from" in waiter.log()
+    assert "has ended (its process is gone from this machine); taking over" in waiter.log()
+    assert "resuming from" in waiter.log()
     assert computed(tmp_path) == [str(holder.proc.pid), str(waiter.proc.pid)]
     payload = (open_artifact(waiter.uri()).path / "payload.txt").read_text()
     assert payload.startswith("first step ") and int(payload.split()[-1]) >= 2  # from the killed run's checkpoints
@@ -196,6 +198,7 @@ def test_stalled_holder_stops_without_committing(runs, tmp_path):
         assert waiter.finish() == 0, waiter.log()
     finally:
         holder.proc.send_signal(signal.SIGCONT)
+    assert "stopped renewing its lease" in waiter.log() and "(ttl 2 s); taking over" in waiter.log()
     assert holder.finish() == 1
     last = holder.log().strip().splitlines()[-1]
     assert last.startswith("olmoflow: model-flow: lost its lease ") and "stopping without committing" in last

@@ -4,6 +4,7 @@ If-None-Match, If-Match on PUT and If-Match on DELETE are the ones the lease use
 - acquire, see the holder, release (a waiter then gets it at once);
 - of many contenders at once exactly one acquires, and of many taking over one stale lease exactly one wins;
 - a lease whose holder stopped renewing lapses after its ttl and is taken over; one that is renewed never lapses;
+- a holder SIGKILLed on this machine is taken over at once, its ttl not waited out;
 - a holder that stalled past its ttl (its heartbeat held up) learns it was taken over: LeaseLost, one line;
 - an unreadable lease left in the store is taken over rather than blocking forever; the ttl knob.
 
@@ -13,6 +14,8 @@ Times are short ttls (a fraction of a second to a second); nothing asserts how l
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
 
@@ -102,6 +105,31 @@ def test_stale_lease_is_taken_over_by_exactly_one(artifact):
     if winners[0].uri.startswith("s3://"):
         assert winners[0].took_over.id == dead.id
     winners[0].release()
+
+
+HOLDER = """
+import sys, time
+from olmoflow.storage.lease import Lease
+assert Lease(sys.argv[1], 60).try_acquire() is None
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def test_killed_holder_on_this_machine_is_stale_at_once(artifact):
+    # A real process holds it (ttl 60 s) and is SIGKILLed: no need to wait out the ttl on the machine it ran on.
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, artifact], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        alive = Lease(artifact, 60).try_acquire()
+        assert alive is not None and alive.pid == holder.pid and not alive.stale()
+    finally:
+        holder.kill()
+        holder.wait()
+    a = Lease(artifact, 60)
+    assert a.try_acquire() is None and a.took_over.pid == holder.pid
+    assert a.took_over.why().endswith("has ended (its process is gone from this machine)")
+    a.release()
 
 
 def test_stalled_holder_learns_it_lost(artifact):
