@@ -8,9 +8,14 @@ The stage lease's knobs (LeaseConfig) come the same way, as OLMOFLOW_LEASE_{KNOB
 
 from __future__ import annotations
 
-from pydantic import Field
+import os
+from typing import Annotated, TypeVar
+
+from pydantic import Field, TypeAdapter, ValidationError
 
 from olmoflow._base import Section
+
+S = TypeVar("S", bound=Section)
 
 MiB = 1024 * 1024
 
@@ -47,3 +52,19 @@ class LeaseConfig(Section):
     """Seconds a stage's lease lives without renewal: its holder renews it every ttl/4, and a holder that stopped
     renewing (killed, its node gone) is taken over after ttl. 0 turns leases off: two runs of one stage may then
     both compute it (the first commit wins)."""
+
+
+def from_env(section: type[S], prefix: str, error: type[Exception] = ValueError) -> S:
+    """`section` with each knob set in the environment as {prefix}{KNOB} (the rest its default); a bad value is one
+    `error` line naming the variable. (The caller names its error: storage.base imports this module.)"""
+    values = {}
+    for name, field in section.model_fields.items():
+        var = prefix + name.upper()
+        raw = os.environ.get(var)
+        if raw is None:
+            continue
+        try:
+            values[name] = TypeAdapter(Annotated[field.annotation, *field.metadata]).validate_python(raw.strip())
+        except ValidationError as e:
+            raise error(f"{var}={raw!r}: {e.errors()[0]['msg'].lower()}") from None
+    return section(**values)

@@ -36,12 +36,9 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Annotated
-
-from pydantic import TypeAdapter, ValidationError
 
 from olmoflow.storage.base import ObjectExists, ObjectNotFound, StorageError, is_remote
-from olmoflow.storage.config import LeaseConfig
+from olmoflow.storage.config import LeaseConfig, from_env
 from olmoflow.storage.local import TMP_PREFIX, LocalStorage, path_of
 
 SUFFIX = ".lease"
@@ -55,18 +52,8 @@ class LeaseLost(StorageError):
 
 def lease_config() -> LeaseConfig:
     """LeaseConfig with each knob set in the environment as OLMOFLOW_LEASE_{KNOB}; a bad value is one line naming
-    the variable (as storage/retry.py's from_environment does for OLMOFLOW_S3_*)."""
-    values = {}
-    for name, field in LeaseConfig.model_fields.items():
-        var = ENV_PREFIX + name.upper()
-        raw = os.environ.get(var)
-        if raw is None:
-            continue
-        try:
-            values[name] = TypeAdapter(Annotated[field.annotation, *field.metadata]).validate_python(raw.strip())
-        except ValidationError as e:
-            raise StorageError(f"{var}={raw!r}: {e.errors()[0]['msg'].lower()}") from None
-    return LeaseConfig(**values)
+    the variable."""
+    return from_env(LeaseConfig, ENV_PREFIX, StorageError)
 
 
 def _read(path: str) -> str:

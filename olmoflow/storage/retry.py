@@ -12,10 +12,8 @@ not an outage, and it should fail in seconds (botocore's attempts only), with on
 
 from __future__ import annotations
 
-import os
 import random
 import threading
-from typing import Annotated
 
 from botocore.exceptions import (
     BotoCoreError,
@@ -25,12 +23,11 @@ from botocore.exceptions import (
     IncompleteReadError,
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
-from pydantic import TypeAdapter, ValidationError
 from s3transfer.exceptions import RetriesExceededError
 from urllib3.exceptions import HTTPError as URLLib3Error
 
 from olmoflow.storage.base import StorageError
-from olmoflow.storage.config import StorageConfig
+from olmoflow.storage.config import StorageConfig, from_env
 
 ENV_PREFIX = "OLMOFLOW_S3_"
 
@@ -56,17 +53,7 @@ class GaveUp(Exception):
 def from_environment() -> StorageConfig:
     """StorageConfig with each knob set in the environment as OLMOFLOW_S3_{KNOB} (the rest its default); a bad
     value is one line naming the variable."""
-    values = {}
-    for name, field in StorageConfig.model_fields.items():
-        var = ENV_PREFIX + name.upper()
-        raw = os.environ.get(var)
-        if raw is None:
-            continue
-        try:
-            values[name] = TypeAdapter(Annotated[field.annotation, *field.metadata]).validate_python(raw.strip())
-        except ValidationError as e:
-            raise StorageError(f"{var}={raw!r}: {e.errors()[0]['msg'].lower()}") from None
-    return StorageConfig(**values)
+    return from_env(StorageConfig, ENV_PREFIX, StorageError)
 
 
 def reached(endpoint: str) -> None:
