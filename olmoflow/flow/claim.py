@@ -60,7 +60,8 @@ def claim(world, step: str, uri: str, is_complete: Callable[[], bool]) -> Lease 
     Unleased), or None once another run published the artifact while this one waited for it.
 
     While another live run holds the lease this one polls the store; a holder that stops renewing (killed, its
-    node gone) is taken over after the lease's ttl, and the stage resumes from its in-stage checkpoints. Every
+    node gone) is taken over after the lease's ttl (at once when it ran on this machine and its process is gone),
+    and the stage resumes from its in-stage checkpoints. Every
     rank polls with rank 0, one short broadcast a poll, so a long wait never trips a collective's timeout."""
     ttl = lease_config().ttl
     if not ttl:
