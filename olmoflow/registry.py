@@ -80,7 +80,7 @@ REGISTRY: tuple[Stage, ...] = (
     Stage("dpo", "dpo", output="checkpoint", headline="pref_accuracy", inputs=("dataset", "checkpoint"),
           scale="torchrun", chat=True),
     Stage("rlvr", "rlvr", output="checkpoint", headline="val_accuracy", inputs=("dataset", "checkpoint"),
-          chat=True),
+          scale="ray", chat=True),
     Stage("trace-index", "trace_index", output="index", headline="tokens", inputs=("dataset",), gpus=False),
     Stage("eval", "eval", output="report", headline="val_bpb", inputs=("dataset", "checkpoint"),
           optional_inputs=("index",), per_checkpoint=True),

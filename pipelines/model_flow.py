@@ -45,7 +45,7 @@ def build(settings: PipelineSettings):
                    nodes_curate: int = s.stage_nodes("curate"), nodes_pretrain: int = s.stage_nodes("pretrain"),
                    nodes_midtrain: int = s.stage_nodes("midtrain"),
                    nodes_long_context: int = s.stage_nodes("long-context"), nodes_sft: int = s.stage_nodes("sft"),
-                   nodes_dpo: int = s.stage_nodes("dpo")):
+                   nodes_dpo: int = s.stage_nodes("dpo"), nodes_rlvr: int = s.stage_nodes("rlvr")):
         """Args:
             config: Preset name (configs/NAME.yaml) or inline JSON. Its sources come from OLMOFLOW_SOURCES (the
                 chart's s3.sources, s3://BUCKET/sources, uploaded from `make data`), never from local files.
@@ -54,7 +54,8 @@ def build(settings: PipelineSettings):
             init: Artifact URI the start stage reads instead of the previous stage's (a checkpoint).
         """
         nodes = {"curate": nodes_curate, "pretrain": nodes_pretrain, "midtrain": nodes_midtrain,
-                 "long-context": nodes_long_context, "sft": nodes_sft, "dpo": nodes_dpo}
+                 "long-context": nodes_long_context, "sft": nodes_sft, "dpo": nodes_dpo,
+                 "rlvr": nodes_rlvr}
         run = dict(config=config, overrides=overrides, start=start, stop=stop, init=init, flow_run=flow_run,
                    job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
         pool = dict(gpus_per_node=gpus_per_node, node_selector=gpu_node_selector, tolerations=gpu_tolerations)

@@ -51,8 +51,9 @@ def test_declared_scale_out_is_what_the_code_does(entry):
     # torchrun: the stage joins the torchrun world and splits its work over the ranks; anything else must not, and a
     # one-process stage that uses a device takes the one-process World
     assert ("World.current" in used) == (entry.scale == "torchrun"), entry.module
-    # ray: the stage hands its batch work to the executor that runs it on Ray (a local one or $RAY_ADDRESS's)
-    assert ("open_executor" in used) == (entry.scale == "ray"), entry.module
+    # ray: the stage hands its batch work to the executor that runs it on Ray (a local one or $RAY_ADDRESS's), or
+    # its actors to Ray (RLVR's learner and rollout actors)
+    assert bool({"open_executor", "ensure_ray"} & used) == (entry.scale == "ray"), entry.module
 
 
 @pytest.mark.parametrize("entry", REGISTRY, ids=STAGES)

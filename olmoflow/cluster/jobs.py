@@ -3,8 +3,11 @@
 A training stage on N nodes with G GPUs each runs `torchrun --nnodes=N --nproc-per-node=G` with a c10d rendezvous
 at the operator's master address. The trainer builds its HSDP mesh from OLMOFLOW_REPLICATE=N (replicas across
 nodes) and OLMOFLOW_SHARD=G (parameters sharded within a node), so parameter all-gathers stay on the intra-node
-links and only gradient all-reduces cross the network. A stage that scales out on Ray (curate) runs as a RayJob: one
-head (the driver) and N workers. Which kind a stage gets is its registry entry's scale (olmoflow/registry.py).
+links and only gradient all-reduces cross the network. A stage that scales out on Ray runs as a RayJob: one head
+(the driver) and N workers. The head holds no GPU and runs no Ray work (num-cpus 0, num-gpus 0): curate's driver
+only plans, and RLVR's driver places its learner and rollout actors on the workers, each a Ray actor asking for a
+GPU (olmoflow/stages/rlvr.py), so the GPUs train and generate while the head orchestrates. Which kind a stage gets
+is its registry entry's scale (olmoflow/registry.py).
 
 Field names follow the CRD Go types -- kubeflow/trainer pkg/apis/trainer/v1alpha1/trainjob_types.go (v2.2+, where
 runtimePatches replaced podTemplateOverrides), kubeflow/training-operator pkg/apis/kubeflow.org/v1/
@@ -223,11 +226,15 @@ def pytorch_job(spec: JobSpec) -> dict:
 def ray_job(spec: JobSpec, ray_version: str | None = None, head_cpu: str = "2", head_memory: str = "8Gi") -> dict:
     """A KubeRay RayJob: the stage command is the entrypoint (the driver, on the head); `nodes` workers do the work."""
     head_resources = {"requests": {"cpu": head_cpu, "memory": head_memory}}
-    # num-cpus 0 keeps Ray tasks off the head, so the driver never competes with them.
-    head = {"rayStartParams": {"dashboard-host": "0.0.0.0", "num-cpus": "0"},
+    # num-cpus / num-gpus 0 keep Ray tasks and actors off the head, so the driver never competes with them and a
+    # GPU actor (RLVR's learner) can only be placed on a worker.
+    head = {"rayStartParams": {"dashboard-host": "0.0.0.0", "num-cpus": "0", "num-gpus": "0"},
             "template": _pod_template(spec, RAY_HEAD_CONTAINER, None, spec.env, head_resources, on_gpu_pool=False)}
+    # Each worker advertises its GPUs to Ray (KubeRay infers them from the limit too; stating it keeps the learner's
+    # and the actors' num_gpus requests satisfiable whatever the operator version).
+    workers_params = {"num-gpus": str(spec.gpus_per_node)} if spec.gpus_per_node else {}
     worker = {"groupName": "workers", "replicas": spec.nodes, "minReplicas": spec.nodes, "maxReplicas": spec.nodes,
-              "rayStartParams": {},
+              "rayStartParams": workers_params,
               "template": _pod_template(spec, RAY_WORKER_CONTAINER, None, spec.env, _resources(spec),
                                         on_gpu_pool=True)}
     return {

@@ -7,8 +7,9 @@ running; when it finishes (eos or its token budget) its slot takes the next queu
 batch is never drained. Each slot has its own KV positions: slot s's cache column c holds its token at position c,
 so no left padding is needed and a slot can start while others are mid-sequence.
 
-Sampling is per request: each request carries its own seed, so the tokens a prompt gets do not depend on which other
-requests share its batch (the synchronous and the asynchronous paths draw the same samples from the same weights).
+Sampling is per request: each request carries its own seed and its draws are a function of (seed, token index)
+(`request_noise`), so the tokens a prompt gets do not depend on which other requests share its batch (the
+synchronous and the asynchronous paths draw the same samples from the same weights).
 Every token records the log-probability of the distribution it was drawn from (the behaviour policy, for truncated
 importance sampling) and the version of the weights whose forward produced its logits. New weights
 (`update_weights`) are swapped in at the next step boundary without draining the running requests (in-flight
@@ -88,36 +89,62 @@ class RolloutEngine(abc.ABC):
 
 
 class SlotCache:
-    """One layer's keys and values for every slot, [slots, kv_heads, max_len, head_dim]; column c = position c.
+    """One layer's keys and values for every slot, [slots, max_len, kv_heads, head_dim]; column c = position c.
 
     The model's attention calls `update(k, v)`; the engine sets `rows` (the slots in this forward) and `pos` (decode:
-    each row's position, [rows]; None = prefill from position 0) before each forward."""
+    each row's position, [rows]; None = prefill from position 0) before each forward. Decode writes each row's new
+    key with one index_copy_ into the flattened (slot, position) axis, and reads a view when every slot runs."""
 
     def __init__(self, slots: int, kv_heads: int, max_len: int, head_dim: int, device: torch.device,
                  dtype: torch.dtype):
-        self.k = torch.zeros(slots, kv_heads, max_len, head_dim, device=device, dtype=dtype)
+        self.k = torch.zeros(slots, max_len, kv_heads, head_dim, device=device, dtype=dtype)
         self.v = torch.zeros_like(self.k)
-        self.rows: torch.Tensor | None = None
+        self.max_len = max_len
+        self.rows = torch.zeros(0, dtype=torch.long, device=device)
         self.pos: torch.Tensor | None = None
         self.width = 0
         self.all_rows = False
 
     def update(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """k, v [rows, kv_heads, T, head_dim] -> what this forward's queries attend over, in the same layout."""
         k, v = k.to(self.k.dtype), v.to(self.v.dtype)
         if self.pos is None:  # prefill: the prompt's keys; pad columns past a prompt are masked and overwritten later
-            self.k[self.rows, :, :k.shape[2]] = k
-            self.v[self.rows, :, :k.shape[2]] = v
+            self.k[self.rows, :k.shape[2]] = k.transpose(1, 2)
+            self.v[self.rows, :k.shape[2]] = v.transpose(1, 2)
             return k, v
-        self.k[self.rows, :, self.pos] = k[:, :, 0]
-        self.v[self.rows, :, self.pos] = v[:, :, 0]
-        if self.all_rows:  # every slot runs: a view, no gather
-            return self.k[:, :, :self.width], self.v[:, :, :self.width]
-        return self.k[self.rows, :, :self.width], self.v[self.rows, :, :self.width]
+        flat = self.rows * self.max_len + self.pos
+        self.k.view(-1, *self.k.shape[2:]).index_copy_(0, flat, k[:, :, 0])
+        self.v.view(-1, *self.v.shape[2:]).index_copy_(0, flat, v[:, :, 0])
+        keys, values = self.k[:, :self.width], self.v[:, :self.width]
+        if not self.all_rows:
+            keys, values = keys.index_select(0, self.rows), values.index_select(0, self.rows)
+        return keys.transpose(1, 2), values.transpose(1, 2)
 
 
-def pick_rows(logits: torch.Tensor, temperature: float, top_p: float,
-              generators: list[torch.Generator | None]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Like generation.pick, but each row draws from its own generator (its request's seed)."""
+M32 = 0xFFFFFFFF
+
+
+def _mix32(x: torch.Tensor) -> torch.Tensor:
+    """murmur3's 32-bit finalizer on int64 tensors holding values < 2**32 (products wrap; the mask keeps 32 bits)."""
+    x = x ^ (x >> 16)
+    x = (x * 0x85EBCA6B) & M32
+    x = x ^ (x >> 13)
+    x = (x * 0xC2B2AE35) & M32
+    return x ^ (x >> 16)
+
+
+def request_uniform(seeds: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+    """One uniform draw in (0, 1) per row [rows], a pure function of (the row's request seed, its token index): a
+    counter-based generator, so a request's draws do not depend on its batch, its slot or the device, and a batch
+    draws in a few vectorized integer ops instead of one generator call per row."""
+    x = _mix32(_mix32(seeds & M32) ^ ((steps * 0x9E3779B9) & M32))
+    return (x.double() + 0.5) / 2.0 ** 32
+
+
+def pick_rows(logits: torch.Tensor, temperature: float, top_p: float, seeds: torch.Tensor,
+              steps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Like generation.pick, but each row's draw is its request's own (request_uniform, by inverse CDF over the
+    temperature / top-p distribution)."""
     if temperature == 0:
         logp = F.log_softmax(logits, dim=-1)
         tokens = logp.argmax(dim=-1)
@@ -129,8 +156,10 @@ def pick_rows(logits: torch.Tensor, temperature: float, top_p: float,
         drop_sorted = probs.cumsum(dim=-1) - probs >= top_p
         drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
         logp = F.log_softmax(logp.masked_fill(drop, float("-inf")), dim=-1)
-    probs = logp.exp()
-    tokens = torch.stack([torch.multinomial(probs[i], 1, generator=g)[0] for i, g in enumerate(generators)])
+    cdf = logp.double().exp().cumsum(dim=-1)
+    # the first token whose cumulative probability reaches u: u > 0, so a token of probability 0 is never picked
+    u = request_uniform(seeds, steps)[:, None] * cdf[:, -1:]
+    tokens = torch.searchsorted(cdf, u).squeeze(-1).clamp(max=logits.shape[-1] - 1)
     return tokens, logp.gather(-1, tokens[:, None]).squeeze(-1)
 
 
@@ -138,7 +167,6 @@ def pick_rows(logits: torch.Tensor, temperature: float, top_p: float,
 class _Slot:
     request: Request
     out: Finished
-    generator: torch.Generator | None
     pos: int = 0
     """The position the next token goes to."""
     logits: torch.Tensor | None = None
@@ -211,9 +239,10 @@ class BuiltinEngine(RolloutEngine):
             if not running:
                 return
             logits = torch.stack([self.slots[i].logits for i in running])
-            tokens, logp = pick_rows(logits, self.temperature, self.top_p,
-                                     [self.slots[i].generator for i in running])
-            cont = []
+            seeds = torch.tensor([self.slots[i].request.seed for i in running], device=self.device)
+            steps = torch.tensor([len(self.slots[i].out.tokens) for i in running], device=self.device)
+            tokens, logp = pick_rows(logits, self.temperature, self.top_p, seeds, steps)
+            cont, cont_tokens = [], []
             for i, tok, lp in zip(running, tokens.tolist(), logp.tolist()):
                 s = self.slots[i]
                 s.out.tokens.append(tok)
@@ -224,19 +253,17 @@ class BuiltinEngine(RolloutEngine):
                     self.slots[i] = None
                 else:
                     cont.append(i)
+                    cont_tokens.append(tok)
             if cont:
-                self._decode(cont, torch.tensor([tokens[running.index(i)] for i in cont], device=self.device))
+                self._decode(cont, torch.tensor(cont_tokens, device=self.device))
 
     def _admit(self) -> None:
         free = [i for i, s in enumerate(self.slots) if s is None]
         batch = []
         while free and self.queue and self.queue[0].min_version <= self.version:
             r = self.queue.popleft()
-            gen = None
-            if self.temperature > 0:
-                gen = torch.Generator(self.device).manual_seed(r.seed)
             i = free.pop(0)
-            self.slots[i] = _Slot(r, Finished(r.id, list(r.prompt)), gen, pos=len(r.prompt))
+            self.slots[i] = _Slot(r, Finished(r.id, list(r.prompt)), pos=len(r.prompt))
             batch.append(i)
         if batch:
             self._prefill(batch)

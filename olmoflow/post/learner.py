@@ -85,7 +85,10 @@ def make_pool(cfg: RLVRConfig, model: nn.Module, eos_id: int, device: torch.devi
         return LocalPool(cfg.engine, model.cfg, engine_kw)
     # On a CPU, learner and actors split the cores rather than each taking them all.
     threads = 0 if device.type == "cuda" or on_cluster else max(1, (os.cpu_count() or 1) // (cfg.actors + 1))
-    return RayPool(cfg.actors, cfg.engine, model.cfg, engine_kw, gpus=1.0 if on_cluster else 0.0, threads=threads)
+    # A cluster's actor holds a GPU of its own; a local one shares the learner's (Ray hides the GPUs from an actor
+    # that asks for none, so each asks for a share).
+    gpus = 1.0 if on_cluster else 1.0 / cfg.actors if device.type == "cuda" else 0.0
+    return RayPool(cfg.actors, cfg.engine, model.cfg, engine_kw, gpus=gpus, threads=threads)
 
 
 def learn(model: nn.Module, decode: Callable[[list[int]], str], cfg: RLVRConfig, train: list[dict],

@@ -151,6 +151,11 @@ def learn_on_cluster(ctx: StageContext, model: Any, decode: Callable, args: tupl
     from olmoflow.post.actors import cpu_state, ensure_ray
 
     ray = ensure_ray()
+    cfg = args[0]
+    gpus = ray.cluster_resources().get("GPU", 0)
+    if gpus < cfg.actors + 1:  # an actor waiting for a GPU that never comes would hang the job
+        raise ValueError(f"stage rlvr: the Ray cluster has {gpus:g} GPUs; the learner and rlvr.actors={cfg.actors} "
+                         f"rollout actors need {cfg.actors + 1} (one each): give the job more nodes or fewer actors")
     learner = ray.remote(num_gpus=1, num_cpus=1)(ClusterLearner).remote()
     loop, history, state = ray.get(learner.run.remote(cpu_state(model), model.cfg.model_dump(), decode, args, kw))
     ray.kill(learner)

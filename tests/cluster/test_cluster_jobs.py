@@ -244,8 +244,22 @@ def test_curate_runs_on_cpu_with_the_curate_image():
     assert "nvidia.com/gpu" not in json.dumps(worker) and "nodeSelector" not in worker
 
 
+def test_rlvr_runs_as_a_rayjob_whose_workers_hold_the_gpus():
+    """RLVR's learner and rollout actors are Ray actors asking for GPUs: only the workers have any, the head (the
+    driver) neither GPUs nor CPUs for Ray work, so nothing trains on it."""
+    rj = stage_job(CFG, "rlvr", ["olmoflow", "stage", "rlvr"], nodes=2, name="rlvr-x")
+    head = rj["spec"]["rayClusterSpec"]["headGroupSpec"]
+    worker = rj["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]
+    assert rj["kind"] == "RayJob" and shlex.split(rj["spec"]["entrypoint"]) == ["olmoflow", "stage", "rlvr"]
+    assert head["rayStartParams"]["num-gpus"] == "0" and head["rayStartParams"]["num-cpus"] == "0"
+    assert "nvidia.com/gpu" not in json.dumps(head)
+    assert worker["rayStartParams"]["num-gpus"] == "8" and worker["replicas"] == 2
+    assert worker["template"]["spec"]["containers"][0]["resources"]["limits"] == {"nvidia.com/gpu": "8"}
+    assert worker["template"]["spec"]["containers"][0]["image"] == CFG.trainer_image
+
+
 def test_a_stage_that_runs_in_one_process_has_no_job():
-    for stage in ("rlvr", "eval"):
+    for stage in ("trace-index", "eval"):
         with pytest.raises(ValueError, match=f"stage {stage} runs in one process on one node; it has no multi-node"):
             stage_job(CFG, stage, CMD, nodes=2, name=f"{stage}-x")
 

@@ -134,8 +134,8 @@ def test_bad_settings_name_the_problem(tmp_path, capsys):
     bad.write_text("nodes: {pretrian: 2}\n")
     with pytest.raises(ValueError, match=r"s.yaml: nodes: unknown stage 'pretrian' \(stages: curate, "):
         load_settings(bad)
-    bad.write_text("nodes: {rlvr: 2}\n")
-    with pytest.raises(ValueError, match=r"s.yaml: nodes: rlvr: runs in one process on one node"):
+    bad.write_text("nodes: {eval: 2}\n")
+    with pytest.raises(ValueError, match=r"s.yaml: nodes: eval: runs in one process on one node"):
         load_settings(bad)
     bad.write_text("gpus: 8\n")
     assert main(["compile", "--settings", str(bad), "--output", str(tmp_path / "o.yaml")]) == 2

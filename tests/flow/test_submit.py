@@ -115,7 +115,7 @@ def test_bad_config_or_plan_sends_nothing(kfp, capsys):
     assert "--nodes pretrian=2: unknown stage 'pretrian'" in capsys.readouterr().err
     assert main(["submit", "--host", host, "--nodes", "eval=2"]) == 2
     assert "--nodes eval=2: stage eval runs in one process on one node" in capsys.readouterr().err
-    assert main(["submit", "--host", host, "--nodes", "rlvr=2"]) == 2
+    assert main(["submit", "--host", host, "--nodes", "trace-index=2"]) == 2
     assert main(["submit", "--host", host, "--nodes", "sft=0"]) == 2
     assert "--nodes sft=0: the node count must be an integer >= 1" in capsys.readouterr().err
     assert state.uploads == [] and state.runs == {}

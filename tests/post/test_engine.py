@@ -8,7 +8,7 @@ import torch
 from kit import tiny_model_config, tiny_olmo
 
 from olmoflow.model import generate
-from olmoflow.post.engine import BuiltinEngine, Request, make_engine
+from olmoflow.post.engine import BuiltinEngine, Request, make_engine, pick_rows
 
 VOCAB = 40
 
@@ -85,3 +85,16 @@ def test_bad_requests_and_engines_are_refused() -> None:
     with pytest.raises(ValueError, match="rlvr.engine: unknown engine 'tgi'"):
         make_engine("tgi", tiny_model_config(VOCAB))
     assert torch.equal(e.model.lm_head.weight, tiny_olmo(VOCAB, seed=0).lm_head.weight)
+
+
+def test_per_request_draws_sample_the_distribution_and_respect_top_p() -> None:
+    logits = torch.tensor([[0.0, 1.0, 2.0, -1.0]]).repeat(20000, 1)
+    tokens, logp = pick_rows(logits, 1.0, 1.0, torch.arange(20000), torch.zeros(20000, dtype=torch.long))
+    freq = torch.bincount(tokens, minlength=4) / 20000
+    assert torch.allclose(freq, torch.softmax(logits[0], -1), atol=0.015)
+    assert torch.allclose(logp, torch.log_softmax(logits, -1).gather(1, tokens[:, None])[:, 0])
+    # one request, successive tokens: the same distribution; top-p 0.5 keeps the 0.64 token alone
+    tokens, _ = pick_rows(logits, 1.0, 1.0, torch.zeros(20000, dtype=torch.long), torch.arange(20000))
+    assert torch.allclose(torch.bincount(tokens, minlength=4) / 20000, freq, atol=0.02)
+    tokens, logp = pick_rows(logits, 1.0, 0.5, torch.arange(20000), torch.zeros(20000, dtype=torch.long))
+    assert set(tokens.tolist()) == {2} and torch.allclose(logp, torch.zeros(20000))
