@@ -47,6 +47,8 @@ class Bench:
     unit: str
     quick: tuple[str, ...] = ()
     """Arguments for --quick: a smaller run of the same measurement."""
+    args: tuple[str, ...] = ()
+    """Arguments always passed (one script that measures two things runs as two benches)."""
 
 
 BENCHES = (
@@ -74,6 +76,14 @@ BENCHES = (
           r"ratio olmoflow / lm-eval: " + NUM + "x", "items/s, ours / peer",
           r"^\s*olmoflow: +" + NUM + " items/s", r"^\s*lm-eval: +" + NUM + " items/s", "items/s",
           ("--items", "50")),
+    Bench("rollout_gen", "rollout.py", "transformers generate (Olmo3ForCausalLM, dynamic KV cache), static batches",
+          r"generation ratio engine / transformers: " + NUM + "x", "tokens/s, ours / peer",
+          r"^\s*olmoflow: +" + NUM + " tokens/s", r"^\s*transformers: +" + NUM + " tokens/s", "tokens/s",
+          ("--prompts", "16", "--repeats", "1"), ("--part", "gen")),
+    Bench("rollout_rl", "rollout.py", "synchronous RL (max_lag 0), one actor + one learner",
+          r"rl ratio in-flight / synchronous: " + NUM + "x", "steps/min, in-flight updates / synchronous",
+          r"in-flight \(max_lag 1\): +" + NUM + " steps/min", r"synchronous \(max_lag 0\): +" + NUM + " steps/min",
+          "steps/min", ("--steps", "6", "--repeats", "1"), ("--part", "rl")),
 )
 
 
@@ -99,7 +109,7 @@ def parse(bench: Bench, output: str) -> dict[str, object]:
 
 
 def run(bench: Bench, quick: bool, logs: Path, stamp: dict[str, str]) -> dict[str, object]:
-    cmd = [sys.executable, str(BENCH / bench.script), *(bench.quick if quick else ())]
+    cmd = [sys.executable, str(BENCH / bench.script), *bench.args, *(bench.quick if quick else ())]
     print(f"== {bench.name}: {' '.join(cmd[1:])}", flush=True)
     load = os.getloadavg()[0]  # other work on the machine: the alternating benches spread it, not remove it
     started = time.perf_counter()
@@ -142,11 +152,13 @@ def commit() -> str:
 
 
 def render(results: list[dict[str, object]]) -> str:
+    scripts = {b.name: b.script for b in BENCHES}
     rows = ["| benchmark | peer | ours | peer's | ratio | ratio is | wall | load | measured (UTC, commit, run) |",
             "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         ratio = f"**{r['ratio']:.2f}x**" if isinstance(r["ratio"], float) else f"failed ({r.get('error', '')})"
-        rows.append(f"| [{r['bench']}]({r['bench']}.py) | {r['peer']} | {r['ours']} | {r['theirs']} | {ratio} | "
+        script = scripts.get(str(r["bench"]), f"{r['bench']}.py")
+        rows.append(f"| [{r['bench']}]({script}) | {r['peer']} | {r['ours']} | {r['theirs']} | {ratio} | "
                     f"{r['meaning']} | {r['wall_s']:.0f} s | {r.get('load', '?')} | {r['date']}, "
                     f"{str(r['commit']).replace(DIRTY, '+')}, "
                     f"{'--quick' if r.get('quick') else 'defaults'} |")

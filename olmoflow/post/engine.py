@@ -269,10 +269,15 @@ class BuiltinEngine(RolloutEngine):
             self._prefill(batch)
 
     def _prefill(self, rows: list[int]) -> None:
-        """Prompts of the newly admitted slots, right-padded into one forward from position 0."""
-        prompts = [self.slots[i].request.prompt for i in rows]
+        """Prompts of the newly admitted slots, right-padded into one forward from position 0. Identical prompts
+        (an RL group: one prompt, group_size samples) are computed once and their keys copied to the other slots."""
+        first: dict[tuple[int, ...], int] = {}
+        for i in rows:
+            first.setdefault(tuple(self.slots[i].request.prompt), i)
+        uniq = list(first.values())
+        prompts = [self.slots[i].request.prompt for i in uniq]
         width = max(len(p) for p in prompts)
-        ids = torch.zeros(len(rows), width, dtype=torch.long, device=self.device)
+        ids = torch.zeros(len(uniq), width, dtype=torch.long, device=self.device)
         lens = torch.tensor([len(p) for p in prompts], device=self.device)
         for j, p in enumerate(prompts):
             ids[j, :len(p)] = torch.tensor(p, dtype=torch.long)
@@ -283,13 +288,20 @@ class BuiltinEngine(RolloutEngine):
         window = causal & (pos[:, None] - pos[None, :] < self.cfg.sliding_window)
         sliding = (window[None] & valid[:, None, :])[:, None]
         for c in self.caches:
-            c.rows, c.pos = torch.tensor(rows, device=self.device), None
-        hidden = self.model.hidden(ids, pos[None].expand(len(rows), -1), Masks(full=full, sliding=sliding),
+            c.rows, c.pos = torch.tensor(uniq, device=self.device), None
+        hidden = self.model.hidden(ids, pos[None].expand(len(uniq), -1), Masks(full=full, sliding=sliding),
                                    self.caches)
-        last = hidden[torch.arange(len(rows), device=self.device), lens - 1]
+        last = hidden[torch.arange(len(uniq), device=self.device), lens - 1]
         logits = self.model.lm_head(last).float()
-        for j, i in enumerate(rows):
-            self.slots[i].logits = logits[j]
+        row_of = {i: j for j, i in enumerate(uniq)}
+        for i in rows:
+            src = first[tuple(self.slots[i].request.prompt)]
+            if src != i:  # a shared prompt: its keys and values, as the first copy's forward wrote them
+                n = len(self.slots[i].request.prompt)
+                for c in self.caches:
+                    c.k[i, :n] = c.k[src, :n]
+                    c.v[i, :n] = c.v[src, :n]
+            self.slots[i].logits = logits[row_of[src]]
             self.slots[i].logits_version = self.version
 
     def _decode(self, rows: list[int], tokens: torch.Tensor) -> None:

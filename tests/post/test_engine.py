@@ -98,3 +98,12 @@ def test_per_request_draws_sample_the_distribution_and_respect_top_p() -> None:
     assert torch.allclose(torch.bincount(tokens, minlength=4) / 20000, freq, atol=0.02)
     tokens, logp = pick_rows(logits, 1.0, 0.5, torch.arange(20000), torch.zeros(20000, dtype=torch.long))
     assert set(tokens.tolist()) == {2} and torch.allclose(logp, torch.zeros(20000))
+
+
+def test_a_group_s_shared_prompt_is_prefilled_once_and_samples_as_if_alone() -> None:
+    group = [Request(i, PROMPTS[3], 8, seed=50 + i) for i in range(4)] + [Request(9, PROMPTS[4], 8, seed=7)]
+    alone = [engine(1, temperature=1.0).run([r])[0] for r in group]
+    together = engine(8, temperature=1.0).run(group)
+    for a, b in zip(alone, together):
+        assert a.tokens == b.tokens and a.logprobs == pytest.approx(b.logprobs, abs=1e-4)
+    assert len({tuple(f.tokens) for f in together[:4]}) > 1
