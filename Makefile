@@ -8,6 +8,9 @@ CONFIG  ?= tiny
 ARGS    ?=
 STAMP   := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
+# pytest workers: each test holds one torch thread (tests/conftest.py), so one worker per core; a test file stays on
+# one worker (--dist loadfile), so its module fixtures (the smoke flow) are built once
+TEST_WORKERS ?= 2
 # torch's version, and an index to take it from first: set TORCH_INDEX to PyTorch's CPU-only wheel index (its
 # URL is on PyTorch's install page) and a Linux machine without an NVIDIA driver installs the ~200 MB CPU build
 # instead of PyPI's default build with its CUDA libraries (~3 GB). Empty, or unreachable: PyPI's default.
@@ -38,7 +41,7 @@ $(STAMP): requirements.lock pyproject.toml scripts/install_torch.sh
 	$(BIN)/pip install -q --no-deps -e .
 	touch $@
 
-# What only the tests and benchmarks need: pytest, moto, transformers (the oracle), lm-eval (the reference
+# What only the tests and benchmarks need: pytest (+ xdist), moto, transformers (the oracle), lm-eval (the reference
 # harness), ruff; --no-deps: the lock is their whole closure, so pip never resolves torch.
 $(TEST_STAMP): $(STAMP) requirements-test.lock
 	$(BIN)/pip install -q --no-deps -r requirements-test.lock
@@ -54,10 +57,10 @@ test: data $(TEST_STAMP)
 	PYTHON=$(BIN)/python bash scripts/install_k8s_tools.sh $(BIN)
 	bash scripts/install_browser.sh
 	$(BIN)/ruff check .
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15
 
 test-fast: $(TEST_STAMP)
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow"
 
 bench: data $(TEST_STAMP)
 	$(BIN)/pip install -q --no-deps -r requirements-bench.txt
