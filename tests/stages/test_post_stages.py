@@ -70,6 +70,12 @@ def test_sft_then_dpo_then_rlvr(payloads, tmp_path: Path) -> None:
     assert all(0 <= v <= 1 for _, v in logged(ctx, "zero_variance_fraction"))
     assert all(1 <= v <= 16 for _, v in logged(ctx, "response_length"))
     assert 0.0 <= m["val_accuracy_before"] <= 1.0 and 0.0 <= m[stage_entry("rlvr").headline] <= 1.0
+    # issue 13's names for the same greedy held-out measurements, and the run's zero-variance share
+    assert (m["heldout_reward_before"], m["heldout_reward_after"]) == (m["val_accuracy_before"], m["val_accuracy"])
+    assert 0.0 <= m["zero_variance_fraction"] <= 1.0 and "heldout_reward_after/math" in m
+    table = json.loads((ctx.out / "samples" / "rlvr_generations.json").read_text())
+    assert table["columns"][:4] == ["family", "prompt", "before", "after"] and len(table["data"]) == 8
+    assert ctx.out / "samples" / "rlvr_generations.json" in ctx.artifacts
 
 
 def test_rlvr_scores_each_family_with_its_verifier_and_survives_one_that_raises(payloads, tmp_path: Path,
