@@ -32,6 +32,19 @@ class KVCache:
         return k, v
 
 
+def sampling_logp(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
+    """Log-probabilities [B, vocab] of the distribution sampled at this temperature (> 0) and top-p."""
+    logp = F.log_softmax(logits / temperature, dim=-1)
+    if top_p < 1.0:
+        sorted_logp, order = logp.sort(dim=-1, descending=True)
+        probs = sorted_logp.exp()
+        # Drop a token when the more likely ones already reach top_p; the most likely always stays.
+        drop_sorted = probs.cumsum(dim=-1) - probs >= top_p
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        logp = F.log_softmax(logp.masked_fill(drop, float("-inf")), dim=-1)
+    return logp
+
+
 def pick(logits: torch.Tensor, temperature: float, top_p: float,
          generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Next tokens [B] and their log-probabilities [B] under the distribution they were drawn from.
@@ -42,14 +55,7 @@ def pick(logits: torch.Tensor, temperature: float, top_p: float,
         logp = F.log_softmax(logits, dim=-1)
         tokens = logp.argmax(dim=-1)
     else:
-        logp = F.log_softmax(logits / temperature, dim=-1)
-        if top_p < 1.0:
-            sorted_logp, order = logp.sort(dim=-1, descending=True)
-            probs = sorted_logp.exp()
-            # Drop a token when the more likely ones already reach top_p; the most likely always stays.
-            drop_sorted = probs.cumsum(dim=-1) - probs >= top_p
-            drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
-            logp = F.log_softmax(logp.masked_fill(drop, float("-inf")), dim=-1)
+        logp = sampling_logp(logits, temperature, top_p)
         tokens = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(-1)
     return tokens, logp.gather(-1, tokens[:, None]).squeeze(-1)
 

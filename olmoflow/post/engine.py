@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from olmoflow.model.attention import Masks
 from olmoflow.model.config import ModelConfig
+from olmoflow.model.generation import sampling_logp
 from olmoflow.model.olmo3 import Olmo3
 from olmoflow.train.world import autocast
 
@@ -149,13 +150,7 @@ def pick_rows(logits: torch.Tensor, temperature: float, top_p: float, seeds: tor
         logp = F.log_softmax(logits, dim=-1)
         tokens = logp.argmax(dim=-1)
         return tokens, logp.gather(-1, tokens[:, None]).squeeze(-1)
-    logp = F.log_softmax(logits / temperature, dim=-1)
-    if top_p < 1.0:
-        sorted_logp, order = logp.sort(dim=-1, descending=True)
-        probs = sorted_logp.exp()
-        drop_sorted = probs.cumsum(dim=-1) - probs >= top_p
-        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
-        logp = F.log_softmax(logp.masked_fill(drop, float("-inf")), dim=-1)
+    logp = sampling_logp(logits, temperature, top_p)
     cdf = logp.double().exp().cumsum(dim=-1)
     # the first token whose cumulative probability reaches u: u > 0, so a token of probability 0 is never picked
     u = request_uniform(seeds, steps)[:, None] * cdf[:, -1:]
