@@ -95,6 +95,30 @@ def test_a_killed_actor_is_replaced_and_the_step_completes(local_ray) -> None:
     pool.close()
 
 
+def test_active_sampling_refills_zero_variance_groups_in_rounds() -> None:
+    """Prompts whose second token is even always score 1 (one reward only: dropped); the others score by the
+    sampled token. Dropped groups are refilled with fresh prompts, round after round, until enough teach."""
+    def reward(item: dict, completion: list[int]) -> float:
+        return 1.0 if item["ids"][1] % 2 == 0 else float(completion[0] % 2)
+
+    drawn: list[dict] = []
+
+    def draw(k: int) -> list[dict]:
+        drawn.extend(PROMPTS[len(drawn):len(drawn) + k])
+        return drawn[-k:]
+
+    pool = LocalPool("builtin", tiny_model_config(VOCAB), ENGINE)
+    pool.push(cpu_state(tiny_olmo(VOCAB, seed=0)), 0)
+    rollouts = Rollouts(pool, draw, lambda it: it["ids"], reward, lambda it: it["verifier"], group_size=4,
+                        max_new_tokens=2, n_groups=6, max_rounds=12, max_lag=0, seed=0)
+    step = rollouts.take(0)
+    b = step.batch
+    assert len(b.groups) == 6 and all(g.item["ids"][1] % 2 == 1 for g in b.groups)
+    assert b.zero_variance >= 3 and b.sampled == len(drawn) == len(b.groups) + b.zero_variance
+    assert step.rounds >= 2 and step.zero_by_family["toy"] == b.zero_variance
+    assert all(v == [0, 0] for g in b.groups for v in g.versions)
+
+
 def test_knobs_are_validated() -> None:
     with pytest.raises(ValueError, match=r"rlvr.max_lag=1 needs rollout actors \(rlvr.actors >= 1\)"):
         RLVRConfig(actors=0, max_lag=1)
