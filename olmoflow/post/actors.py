@@ -26,6 +26,9 @@ from olmoflow.post.engine import Finished, Request, make_engine
 
 log = logging.getLogger("olmoflow")
 
+MAX_REPLACEMENTS = 3
+"""Per actor: a pool whose actors die more often than this fails the step with the last cause."""
+
 
 def cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """A copy of the weights on the host: what goes to the object store (a GPU cluster would broadcast instead)."""
@@ -163,6 +166,9 @@ class RayPool:
         return out
 
     def _replace(self, i: int, why: BaseException) -> None:
+        if self.replaced >= MAX_REPLACEMENTS * len(self.actors):  # not a lost node: something kills every actor
+            raise RuntimeError(f"rlvr: rollout actors died {self.replaced + 1} times; the last: "
+                               f"{str(why).splitlines()[0][:300]}")
         log.warning("rlvr: rollout actor %d died (%s); replacing it and resubmitting its %d requests", i,
                     str(why).splitlines()[0][:200], len(self.assigned[i]))
         self.polls = {r: k for r, k in self.polls.items() if k != i}
