@@ -83,7 +83,7 @@ images: $(STAMP)
 		BUILD_ARGS="$(IMAGE_ARGS)" bash images/build.sh $$image \
 			$$($(BIN)/python -c "import olmoflow; print(olmoflow.__version__)") || exit 1; \
 	done
-	if command -v podman >/dev/null; then podman images --filter reference='*olmoflow*'; fi
+	if command -v podman >/dev/null; then podman images | grep -E '^REPOSITORY|olmoflow'; fi
 
 # The pod-realism test on this machine: a base made from Debian's packages, the images with torch's CPU build, then
 # curate and pretrain run in them as task pods against moto S3 and the tracking image's MLflow.
