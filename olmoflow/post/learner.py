@@ -80,7 +80,7 @@ def make_pool(cfg: RLVRConfig, model: nn.Module, eos_id: int, device: torch.devi
     """The rollout actors (Ray) or, with rlvr.actors 0, an engine in this process."""
     engine_kw = {"slots": cfg.engine_slots, "max_len": cfg.max_prompt_len + cfg.max_new_tokens,
                  "temperature": cfg.temperature, "top_p": cfg.top_p, "eos_id": eos_id,
-                 "device": "cuda" if on_cluster else str(device)}
+                 "device": str(device)}
     if cfg.actors == 0:
         return LocalPool(cfg.engine, model.cfg, engine_kw)
     # On a CPU, learner and actors split the cores rather than each taking them all.

@@ -175,7 +175,7 @@ class ClusterLearner:
         from olmoflow.model import ModelConfig, Olmo3
         from olmoflow.post.actors import cpu_state
 
-        device = torch.device("cuda")
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # cpu: a CPU-only Ray (tests)
         model = Olmo3(ModelConfig(**model_cfg))
         model.load_state_dict(state)
         model = parallel.parallelize(model.to(device), World(), args[0].activation_checkpointing)

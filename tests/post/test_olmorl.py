@@ -27,7 +27,13 @@ def toy_reward(item: dict, completion: list[int]) -> float:
 
 @pytest.fixture(scope="module", autouse=True)
 def local_ray():
-    ray = ensure_ray()
+    import ray
+
+    if ray.is_initialized():  # another module's Ray: this one declares (logical) GPUs for the cluster path
+        ray.shutdown()
+    ray.init(address="local", num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False,
+             object_store_memory=256 << 20)
+    assert ensure_ray() is ray
     yield ray
     ray.shutdown()
 
@@ -117,6 +123,33 @@ def test_active_sampling_refills_zero_variance_groups_in_rounds() -> None:
     assert b.zero_variance >= 3 and b.sampled == len(drawn) == len(b.groups) + b.zero_variance
     assert step.rounds >= 2 and step.zero_by_family["toy"] == b.zero_variance
     assert all(v == [0, 0] for g in b.groups for v in g.versions)
+
+
+def test_on_a_ray_cluster_the_learner_is_an_actor_holding_a_gpu(local_ray) -> None:
+    """A RayJob's driver (RAY_ADDRESS set) trains nothing: the learner is a GPU actor (the GPUs here are Ray's
+    logical ones, the devices CPUs), it drives its rollout actor, and its metrics and weights come back."""
+    import sys
+    from types import SimpleNamespace
+
+    from olmoflow.stages import rlvr
+
+    # the learner actor's process cannot import this test module: ship toy_reward by value
+    local_ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+    cfg = RLVRConfig(steps=2, prompts_per_step=4, group_size=4, max_new_tokens=2, lr=2e-2, micro_batch=32,
+                     max_sample_rounds=2, max_prompt_len=8, val_prompts=4, actors=1, max_lag=1)
+    history: list = []
+    model = tiny_olmo(VOCAB, seed=0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    args = (cfg, PROMPTS[8:], PROMPTS[:8], toy_reward)
+    loop, state = rlvr.learn_on_cluster(SimpleNamespace(log_metrics=lambda m, s: history.append((s, m))), model,
+                                        str, args, {"eos_id": -1, "pad_id": 0, "table_rows": 2})
+    assert [s for s, m in history if "loss" in m] == [1, 2] and len(loop["samples_after"]) == 2
+    assert any(not torch.equal(state[k], before[k]) for k in before)  # it trained, and sent the weights back
+    too_many = RLVRConfig(**{**cfg.model_dump(), "actors": 2})
+    with pytest.raises(ValueError, match=r"the Ray cluster has 2 GPUs; the learner and rlvr.actors=2 rollout actors "
+                                         r"need 3 \(one each\)"):
+        rlvr.learn_on_cluster(SimpleNamespace(), model, str, (too_many, *args[1:]), {})
 
 
 def test_knobs_are_validated() -> None:
