@@ -8,9 +8,10 @@
 #   BUILDER         docker | buildah (default: docker when its daemon answers, else buildah)
 #   BUILD_ARGS      extra --build-arg words, e.g. "--build-arg PYTHON_IMAGE=localhost/olmoflow-base:bookworm-py3.11
 #                   --build-arg TORCH_VARIANT=cpu" (images/local-base.sh makes that base where no registry is reachable)
-#   CA_BUNDLE       a CA bundle file pip inside the build must trust (default: $PIP_CERT, the host pip's); buildah only
-#   TORCH_WHEELS    a folder holding the torch wheel to install (default: $PIP_FIND_LINKS when it is a folder, the
-#                   host pip's); buildah only. Both are mounted into the build's RUN steps, never copied into a layer.
+#   CA_BUNDLE       a CA bundle file pip inside the build must trust (default: the host pip's cert, from $PIP_CERT or
+#                   its config); buildah only
+#   TORCH_WHEELS    a folder holding the torch wheel to install (default: the host pip's find-links when it is a
+#                   folder); buildah only. Both are mounted into the build's RUN steps, never copied into a layer.
 #   CONTAINERS_CONF buildah's settings (default: images/containers.conf, what these dev/CI machines need; empty =
 #                   the system's)
 #
@@ -55,9 +56,12 @@ if [[ "$IMAGE" == curate ]]; then
 fi
 
 # What the host's pip is set up with (a TLS-inspecting proxy's CA, a local wheel folder) reaches pip in the build.
+pip_setting() {  # the host pip's global.NAME from its config files; empty without one (or without pip)
+  python3 -m pip config list 2>/dev/null | sed -n "s/^global\.$1='\(.*\)'\$/\1/p" | tail -1
+}
 host_args=()
-ca="${CA_BUNDLE-${PIP_CERT:-}}"
-wheels="${TORCH_WHEELS-${PIP_FIND_LINKS:-}}"
+ca="${CA_BUNDLE-${PIP_CERT:-$(pip_setting cert)}}"
+wheels="${TORCH_WHEELS-${PIP_FIND_LINKS:-$(pip_setting find-links)}}"
 [[ -d "$wheels" ]] || wheels=""
 if [[ "$builder" == buildah ]]; then
   export CONTAINERS_CONF="${CONTAINERS_CONF-$ROOT/images/containers.conf}"
