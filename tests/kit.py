@@ -92,3 +92,23 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def wait_for_url(url: str, proc, log: Path, timeout_s: float) -> None:
+    """Until `url` answers (never through a proxy); fails with the log's tail if `proc` (the server) exits first."""
+    import time
+    import urllib.request
+
+    import pytest
+
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"{url}: process exited {proc.returncode}: {log.read_text()[-3000:]}")
+        try:
+            opener.open(url, timeout=2)
+            return
+        except OSError:
+            time.sleep(0.25)
+    pytest.fail(f"{url} did not answer within {timeout_s:g} s: {log.read_text()[-2000:]}")

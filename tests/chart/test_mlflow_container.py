@@ -7,34 +7,19 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import boto3
 import pytest
 import yaml
-from kit import free_port
+from kit import free_port, wait_for_url
 from test_chart import CHART, HELM, NAMESPACE
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(HELM is None, reason="helm is not installed: run scripts/install_k8s_tools.sh")]
 
 BIN = Path(sys.executable).parent
-
-
-def wait_for(url: str, proc: subprocess.Popen, log: Path, timeout_s: float) -> None:
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"{url}: process exited {proc.returncode}: {log.read_text()[-2000:]}")
-        try:
-            opener.open(url, timeout=1)
-            return
-        except OSError:
-            time.sleep(0.25)
-    pytest.fail(f"{url} did not answer within {timeout_s:g} s")
 
 
 def container_env(container: dict, resolved: dict[str, str]) -> dict[str, str]:
@@ -58,7 +43,7 @@ def test_rendered_mlflow_serves_and_passes_the_helm_test(tmp_path):
     server = None
     try:
         endpoint = f"http://127.0.0.1:{moto_port}"
-        wait_for(f"{endpoint}/moto-api/", moto, moto_log, 30)
+        wait_for_url(f"{endpoint}/moto-api/", moto, moto_log, 30)
         s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="t",
                           aws_secret_access_key="t")
         s3.create_bucket(Bucket="olmoflow")
@@ -90,7 +75,7 @@ def test_rendered_mlflow_serves_and_passes_the_helm_test(tmp_path):
         server_log = tmp_path / "mlflow.log"
         server = subprocess.Popen(main["command"] + args, env=server_env, cwd=tmp_path,
                                   stdout=server_log.open("wb"), stderr=subprocess.STDOUT)
-        wait_for(f"http://127.0.0.1:{port}/health", server, server_log, 180)
+        wait_for_url(f"http://127.0.0.1:{port}/health", server, server_log, 180)
 
         # The helm test pod's own command, against the local server.
         smoke_env = base_env | {"MLFLOW_URL": f"http://127.0.0.1:{port}"}

@@ -26,8 +26,6 @@ import json
 import os
 import shutil
 import subprocess
-import time
-import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -35,7 +33,7 @@ from pathlib import Path
 import boto3
 import pytest
 import yaml
-from kit import free_port
+from kit import free_port, wait_for_url
 
 from olmoflow import __version__
 
@@ -260,19 +258,6 @@ def executor_input(spec: dict, stage: str, params: dict, bucket: str, run: str, 
             "outputs": {"artifacts": outputs, "outputFile": f"/s3/{bucket}/kfp/{run}/{stage}/output_metadata.json"}}
 
 
-def wait_for(url: str, proc: subprocess.Popen, log: Path, timeout_s: float) -> None:
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"{url}: server exited {proc.returncode}: {log.read_text()[-3000:]}"
-        try:
-            opener.open(url, timeout=2)
-            return
-        except OSError:
-            time.sleep(0.5)
-    pytest.fail(f"{url} did not answer within {timeout_s:g} s: {log.read_text()[-2000:]}")
-
-
 def test_curate_and_pretrain_run_in_the_images_as_task_pods(images, moto_server, tmp_path, monkeypatch):
     for name in [n for n in os.environ if n.startswith("AWS_") or n.upper().endswith("_PROXY")]:
         monkeypatch.delenv(name)
@@ -316,7 +301,7 @@ def test_curate_and_pretrain_run_in_the_images_as_task_pods(images, moto_server,
     log = tmp_path / "mlflow.log"
     proc, server_name = mlflow_pod.start(server, log)
     try:
-        wait_for(f"http://127.0.0.1:{port}/health", proc, log, 300)
+        wait_for_url(f"http://127.0.0.1:{port}/health", proc, log, 300)
         params = {k: v.get("defaultValue") for k, v in spec["root"]["inputDefinitions"]["parameters"].items()}
         tag = params["image_tag"]
 
