@@ -1,12 +1,14 @@
-"""Rule tasks a ~10M model can learn: compare two numbers, the smallest of three, the successor, copy and reverse a
-few letters. Each is answered in one fixed format, "The answer is X." (or, in the Think variant, a one-line
-`<think>...</think>` first), checked exactly by the `exact` verifier (olmoflow/post/verifiers.py).
+"""Rule tasks a ~10M model can learn: parity, compare two numbers, the successor, the smallest of three digits, the
+last letter of a short word. Each is answered in one fixed format, "The answer is X." (or, in the Think variant, a
+one-line `<think>...</think>` first), checked exactly by the `exact` verifier (olmoflow/post/verifiers.py).
 
 They are what lets the tiny flow show each post-training stage's effect on items it never trained on: SFT teaches
 the format (the base model never writes it), DPO's verifiable pairs and RLVR's rewards need answers that are
-sometimes right and sometimes wrong at the tiny scale. Every item is its family and operands; a hash of that key
-puts it in exactly one partition (held-out 15%, rl 25%, dpo 15%, sft 45%), whatever the seed or wording, so a
-held-out item never reaches SFT, DPO or RLVR training.
+sometimes right and sometimes wrong at the tiny scale. Every answer sits at a fixed distance from the prompt's end
+or comes from a small set (yes / no, even / odd, a digit): a 4-layer model pretrained on half a million tokens has
+no induction heads to copy a string from anywhere in its context, so copying and reversing stay at 0 there. Every
+item is its family and operands; a hash of that key puts it in exactly one partition (held-out 15%, rl 25%, dpo
+15%, sft 45%), whatever the seed or wording, so a held-out item never reaches SFT, DPO or RLVR training.
 """
 
 from __future__ import annotations
@@ -19,17 +21,17 @@ from dataclasses import dataclass
 
 PARTITIONS = {"heldout": (0, 15), "rl": (15, 40), "dpo": (40, 55), "sft": (55, 100)}
 """Percent ranges of hash(key) % 100 owned by each use."""
-FAMILIES = ("compare", "min3", "successor", "copy", "reverse")
+FAMILIES = ("parity", "compare", "successor", "min3", "last_letter")
 ANSWER = re.compile(r"The answer is ([^\n.]+)\.")
 PLAIN = re.compile(r"\s*The answer is [^\n.]+\.\s*")
 THINK = re.compile(r"\s*<think>[^\n]*?</think>\s*The answer is [^\n.]+\.\s*")
 
 _ASK = {
-    "compare": ["Which is larger, {0} or {1}?", "Which number is bigger: {0} or {1}?"],
-    "min3": ["What is the smallest of {0}, {1} and {2}?", "Which is least: {0}, {1}, {2}?"],
+    "parity": ["Is {0} even or odd?", "Is the number {0} odd or even?"],
+    "compare": ["Is {0} larger than {1}?", "Is {0} bigger than {1}?"],
     "successor": ["What number comes after {0}?", "What is the next number after {0}?"],
-    "copy": ["Copy these letters: {0}", "Repeat the letters: {0}"],
-    "reverse": ["Reverse these letters: {0}", "Write the letters backwards: {0}"],
+    "min3": ["Which is smallest: {0}, {1}, {2}?", "What is the least of {0}, {1}, {2}?"],
+    "last_letter": ["What is the last letter of {0}?", "Name the last letter of {0}."],
 }
 
 
@@ -46,28 +48,29 @@ class RuleItem:
     @property
     def answer(self) -> str:
         o = self.operands
+        if self.family == "parity":
+            return "odd" if o[0] % 2 else "even"
         if self.family == "compare":
-            return str(max(o))
-        if self.family == "min3":
-            return str(min(o))
+            return "yes" if o[0] > o[1] else "no"
         if self.family == "successor":
             return str(o[0] + 1)
-        return " ".join(o if self.family == "copy" else reversed(o))
+        if self.family == "min3":
+            return str(min(o))
+        return o[-1]
 
     @property
     def thought(self) -> str:
         """A one-line reasoning that leads to the answer (the Think variant)."""
         o, a = self.operands, self.answer
+        if self.family == "parity":
+            return f"{o[0]} ends in {o[0] % 10}, which is {a}."
         if self.family == "compare":
-            small = min(o)
-            return f"{small} is less than {a}, so {a} is larger."
-        if self.family == "min3":
-            return f"min({o[0]}, {o[1]}) = {min(o[:2])}; min({min(o[:2])}, {o[2]}) = {a}."
+            return f"{o[0]} {'>' if a == 'yes' else '<'} {o[1]}."
         if self.family == "successor":
             return f"{o[0]} + 1 = {a}."
-        if self.family == "copy":
-            return f"The letters are {a}."
-        return f"From the last letter to the first: {a}."
+        if self.family == "min3":
+            return f"min({o[0]}, {o[1]}) = {min(o[:2])}; min({min(o[:2])}, {o[2]}) = {a}."
+        return f"The letters are {' '.join(o)}; the last is {a}."
 
     def reply(self, think: bool = False) -> str:
         plain = f"The answer is {self.answer}."
@@ -80,34 +83,39 @@ def partition(key: str) -> str:
 
 
 def _operands(family: str, rng: random.Random) -> tuple:
-    if family == "compare":
-        a = rng.randint(0, 999)
-        b = rng.choice([x for x in (rng.randint(0, 999), a + rng.randint(1, 9)) if x != a] or [a + 1])
-        return (a, b) if rng.random() < 0.5 else (b, a)
-    if family == "min3":
-        return tuple(rng.sample(range(100), 3))
-    if family == "successor":
+    if family == "parity":
         return (rng.randint(0, 9999),)
+    if family == "compare":
+        return tuple(rng.sample(range(100), 2))
+    if family == "successor":
+        return (rng.randint(0, 999),)
+    if family == "min3":
+        return tuple(rng.sample(range(10), 3))
     return tuple(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(3, 5)))
 
 
 def rule_items(part: str, n: int, seed: int, salt: str, families: tuple[str, ...] = FAMILIES) -> list[RuleItem]:
-    """n distinct items of `part`, the families in turn; `salt` names the use so each draws its own sequence."""
+    """n distinct items of `part`, the families in turn (one whose partition runs out of new items leaves the
+    turn: min3 has 720 in all); `salt` names the use so each draws its own sequence."""
     if part not in PARTITIONS:
         raise ValueError(f"rule tasks: unknown partition {part!r} (partitions: {', '.join(PARTITIONS)})")
     rng = random.Random(f"{seed}/rules/{salt}")
     out: list[RuleItem] = []
     seen: set[str] = set()
+    turn = list(families)
     misses = 0
     while len(out) < n:
-        family = families[len(out) % len(families)]
+        family = turn[len(out) % len(turn)]
         ops = _operands(family, rng)
-        shown = (" ".join(ops),) if family in ("copy", "reverse") else ops
+        shown = (" ".join(ops),) if family == "last_letter" else ops
         item = RuleItem(family, ops, rng.choice(_ASK[family]).format(*shown))
         if partition(item.key) != part or item.key in seen:
             misses += 1
-            if misses > 50_000:
-                raise ValueError(f"rule tasks: only {len(out)} distinct {part} items of the {n} asked for")
+            if misses > 5_000:  # this family has no new item left here
+                turn.remove(family)
+                misses = 0
+                if not turn:
+                    raise ValueError(f"rule tasks: only {len(out)} distinct {part} items of the {n} asked for")
             continue
         misses = 0
         seen.add(item.key)

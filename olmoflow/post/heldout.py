@@ -33,7 +33,7 @@ def heldout_rows(dataset: Path, n: int, knob: str) -> list[dict]:
 
 
 @torch.no_grad()
-def replies(model: nn.Module, template: ChatTemplate, prompts: list[str], max_new_tokens: int, batch: int = 64,
+def replies(model: nn.Module, template: ChatTemplate, prompts: list[str], max_new_tokens: int, batch: int = 128,
             temperature: float = 0.0, generator: torch.Generator | None = None) -> list[str]:
     """One reply per prompt (greedy unless `temperature`), cut at <|im_end|>, decoded."""
     was_training = model.training
@@ -52,10 +52,15 @@ def replies(model: nn.Module, template: ChatTemplate, prompts: list[str], max_ne
 
 
 def rates(rows: list[dict], texts: list[str]) -> dict[str, float]:
-    """{"format_rate", "reward"}: the share of replies in the row's expected format, and their mean reward."""
+    """{"format_rate", "reward", "reward/{family}"}: the share of replies in the row's expected format, their mean
+    reward, and that per task family (rows that name one)."""
     fmt = [follows_format(t, r.get("format") == "think") for r, t in zip(rows, texts)]
     rewards = [score(r["verifier"], t, r["answer"]) for r, t in zip(rows, texts)]
-    return {"format_rate": sum(fmt) / len(rows), "reward": sum(rewards) / len(rows)}
+    families: dict[str, list[float]] = {}
+    for r, x in zip(rows, rewards):
+        families.setdefault(r.get("family", r["verifier"]), []).append(x)
+    return {"format_rate": sum(fmt) / len(rows), "reward": sum(rewards) / len(rows),
+            **{f"reward/{f}": sum(xs) / len(xs) for f, xs in sorted(families.items())}}
 
 
 def log_samples(ctx: StageContext, name: str, rows: list[dict], columns: dict[str, list[str]], n: int = 12) -> Path:

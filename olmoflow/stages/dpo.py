@@ -146,7 +146,8 @@ def answer(model: nn.Module, tag: str, probe: list[dict], template: ChatTemplate
         return [], {}
     texts = replies(model, template, [r["prompt"] for r in probe], cfg.delta_max_new_tokens)
     got = rates(probe, texts)
-    return texts, {"heldout_reward": got["reward"], "format_rate": got["format_rate"]}
+    return texts, {"heldout_reward": got.pop("reward"), "format_rate": got.pop("format_rate"),
+                   **{f"heldout_{k}": v for k, v in got.items()}}
 
 
 def run(ctx: StageContext) -> dict[str, float]:

@@ -86,7 +86,8 @@ def run(ctx: StageContext) -> dict[str, float]:
     def answer(tag: str) -> tuple[list[str], dict[str, float]]:
         texts = replies(model, template, [r["prompt"] for r in probe], cfg.heldout_max_new_tokens)
         got = rates(probe, texts)
-        return texts, {f"format_rate_{tag}": got["format_rate"], f"heldout_reward_{tag}": got["reward"]}
+        return texts, {f"format_rate_{tag}": got.pop("format_rate"), f"heldout_reward_{tag}": got.pop("reward"),
+                       **{f"heldout_{k}_{tag}": v for k, v in got.items()}}
 
     # ---- resume or start
     optimizer = build_optimizer(model, cfg.lr, weight_decay=cfg.weight_decay)

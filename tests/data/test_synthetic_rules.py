@@ -33,11 +33,11 @@ def test_replies_follow_their_format_and_score_one(think: bool) -> None:
 
 
 def test_answers_are_the_rule() -> None:
-    assert rules.RuleItem("compare", (37, 52), "").answer == "52"
-    assert rules.RuleItem("min3", (41, 17, 63), "").answer == "17"
+    assert rules.RuleItem("parity", (47,), "").answer == "odd"
+    assert rules.RuleItem("compare", (37, 52), "").answer == "no"
     assert rules.RuleItem("successor", (199,), "").answer == "200"
-    assert rules.RuleItem("copy", ("k", "e", "l"), "").answer == "k e l"
-    assert rules.RuleItem("reverse", ("k", "e", "l"), "").answer == "l e k"
+    assert rules.RuleItem("min3", (4, 1, 7), "").answer == "1"
+    assert rules.RuleItem("last_letter", ("k", "e", "l"), "").answer == "l"
 
 
 def test_exact_verifier_and_format_checks() -> None:
