@@ -177,6 +177,9 @@ def run(ctx: StageContext) -> dict[str, float]:
         delta_train, delta_val, counts = verifiable_pairs(ctx, model, template)
         train_rows, val_rows = train_rows + delta_train, val_rows + delta_val
         probe = heldout_rows(ctx.input("dataset").path, cfg.delta_heldout, "dpo.delta_heldout")
+    elif cfg.delta_prompts and ctx.lead:
+        ctx.log.warning("dpo: dpo.delta_prompts=%d ignored on %d ranks (sampling pairs runs in one process): the "
+                        "curated pairs alone", cfg.delta_prompts, world.size)
     train, val = encode(train_rows, template, cfg.seq_len), encode(val_rows, template, cfg.seq_len)
     # which held-out pairs are which (encode drops pairs left without a reply token: keep the rows aligned)
     kept = [r for r in val_rows if encode([r], template, cfg.seq_len)]
