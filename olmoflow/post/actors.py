@@ -22,12 +22,23 @@ from typing import Any
 import torch
 
 from olmoflow.model.config import ModelConfig
-from olmoflow.post.engine import Finished, Request, make_engine
+from olmoflow.post.engine import BuiltinEngine, Finished, Request, RolloutEngine
 
 log = logging.getLogger("olmoflow")
 
 MAX_REPLACEMENTS = 3
 """Per actor: a pool whose actors die more often than this fails the step with the last cause."""
+
+
+def make_engine(kind: str, model_cfg: ModelConfig, **kw) -> RolloutEngine:
+    """The engine `rlvr.engine` names: "builtin" (default) or "vllm" (imported only here, and only on a cluster's
+    GPU image; here, not in engine.py, so the interface module and the vLLM adapter do not import each other)."""
+    if kind == "builtin":
+        return BuiltinEngine(model_cfg, **kw)
+    if kind == "vllm":
+        from olmoflow.post.vllm_engine import VLLMEngine
+        return VLLMEngine(model_cfg, **kw)
+    raise ValueError(f"rlvr.engine: unknown engine {kind!r} (builtin or vllm)")
 
 
 def cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -327,12 +327,3 @@ class BuiltinEngine(RolloutEngine):
         order = {r.id: k for k, r in enumerate(requests)}
         return sorted(done, key=lambda f: order[f.id])
 
-
-def make_engine(kind: str, model_cfg: ModelConfig, **kw) -> RolloutEngine:
-    """The engine `rlvr.engine` names: "builtin" (default) or "vllm" (imported only here)."""
-    if kind == "builtin":
-        return BuiltinEngine(model_cfg, **kw)
-    if kind == "vllm":
-        from olmoflow.post.vllm_engine import VLLMEngine
-        return VLLMEngine(model_cfg, **kw)
-    raise ValueError(f"rlvr.engine: unknown engine {kind!r} (builtin or vllm)")

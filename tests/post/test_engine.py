@@ -8,7 +8,8 @@ import torch
 from kit import tiny_model_config, tiny_olmo
 
 from olmoflow.model import generate
-from olmoflow.post.engine import BuiltinEngine, Request, make_engine, pick_rows
+from olmoflow.post.actors import make_engine
+from olmoflow.post.engine import BuiltinEngine, Request, pick_rows
 
 VOCAB = 40
 
