@@ -40,12 +40,17 @@ def processes_with(marker: str) -> list[int]:
 
 
 @pytest.fixture(autouse=True)
-def host_unchanged():
-    """No sandbox folder and no harness process is left behind by any test."""
-    folders = set(glob.glob(os.path.join(tempfile.gettempdir(), "olmoflow-sandbox-*")))
+def host_unchanged(tmp_path, monkeypatch):
+    """No sandbox folder and no harness process is left behind by any test. Each test's sandboxes live under its own
+    temp folder (in this process and in the CLI's), so a sandbox another pytest worker runs at the same time is
+    neither counted nor waited for."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    monkeypatch.setenv("TMPDIR", str(scratch))
     yield
-    assert set(glob.glob(os.path.join(tempfile.gettempdir(), "olmoflow-sandbox-*"))) <= folders
-    assert processes_with("olmoflow-sandbox-") == []
+    assert glob.glob(os.path.join(scratch, "olmoflow-sandbox-*")) == []
+    assert processes_with(f"{scratch}/olmoflow-sandbox-") == []
 
 
 @pytest.mark.parametrize("isolation", ISOLATIONS)
