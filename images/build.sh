@@ -12,6 +12,8 @@
 #                   its config); buildah only
 #   TORCH_WHEELS    a folder holding the torch wheel to install (default: the host pip's find-links when it is a
 #                   folder); buildah only. Both are mounted into the build's RUN steps, never copied into a layer.
+#   CONTEXT_HASH=1  print the build context's hash (what the image's org.olmoflow.context label holds) and exit:
+#                   how a test tells an image built from this tree from a stale one
 #   CONTAINERS_CONF buildah's settings (default: images/containers.conf, what these dev/CI machines need; empty =
 #                   the system's)
 #
@@ -55,6 +57,10 @@ if [[ "$IMAGE" == curate ]]; then
     | tar -xf - -C "$ctx"
 fi
 
+# One hash of every file the build sees: the image carries it as a label, so its code can be matched to a tree.
+context_hash="$(cd "$ctx" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)"
+if [[ -n "${CONTEXT_HASH:-}" ]]; then echo "$context_hash"; exit 0; fi
+
 # What the host's pip is set up with (a TLS-inspecting proxy's CA, a local wheel folder) reaches pip in the build.
 pip_setting() {  # the host pip's global.NAME from its config files; empty without one (or without pip)
   python3 -m pip config list 2>/dev/null | sed -n "s/^global\.$1='\(.*\)'\$/\1/p" | tail -1
@@ -79,8 +85,8 @@ echo "building $REF with $builder"
 start=$SECONDS
 # shellcheck disable=SC2086  # BUILD_ARGS is a list of words on purpose
 case "$builder" in
-  docker)  docker build ${BUILD_ARGS:-} -t "$REF" -f "$ctx/Dockerfile" "$ctx" ;;
-  buildah) buildah build ${BUILD_ARGS:-} "${host_args[@]}" --layers -t "$REF" -f "$ctx/Dockerfile" "$ctx" ;;
+  docker)  docker build ${BUILD_ARGS:-} --label "org.olmoflow.context=$context_hash" -t "$REF" -f "$ctx/Dockerfile" "$ctx" ;;
+  buildah) buildah build ${BUILD_ARGS:-} "${host_args[@]}" --label "org.olmoflow.context=$context_hash" --layers -t "$REF" -f "$ctx/Dockerfile" "$ctx" ;;
   *) echo "error: BUILDER must be docker or buildah (got '$builder')" >&2; exit 2 ;;
 esac
 echo "built $REF in $((SECONDS - start)) s"
