@@ -5,6 +5,11 @@ the delta between the two, not the chosen reply's absolute quality.
 
 When no stronger sample is correct, a plain-format prompt falls back on the reference reply ("The answer is X.",
 counted as `chosen_reference`); a prompt left without a chosen or a rejected reply is skipped and counted.
+
+The rejected reply is a wrong one in the answer format where there is one (the weaker model's first, then the
+stronger model's own wrong samples; `rejected_in_format`): a weaker model that never writes the format would
+otherwise make every pair a format-versus-no-format pair, which the policy ranks right from the start (held-out
+preference accuracy 1.0 before and after) and which teaches nothing about the answer itself.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from collections import Counter
 import torch
 from torch import nn
 
+from olmoflow.data.synthetic_rules import follows_format
 from olmoflow.post.chat import ChatTemplate
 from olmoflow.post.heldout import replies
 from olmoflow.post.verifiers import score
@@ -48,7 +54,13 @@ def delta_pairs(strong: nn.Module, weak: nn.Module, template: ChatTemplate, rows
             stats["chosen_reference"] += 1
         elif chosen is not None:
             stats["chosen_sampled"] += 1
-        rejected = next((t for t in wrong if t != chosen), None)
+        mine_wrong = [t for t in mine if score(r["verifier"], t, r["answer"]) < 1.0]
+        think = r.get("format") == "think"
+        rejected = next((t for t in wrong + mine_wrong if t != chosen and follows_format(t, think)), None)
+        if rejected is not None:
+            stats["rejected_in_format"] += 1
+        else:
+            rejected = next((t for t in wrong if t != chosen), None)
         if chosen is None:
             stats["no_chosen"] += 1
         elif rejected is None:

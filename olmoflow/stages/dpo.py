@@ -120,7 +120,8 @@ def verifiable_pairs(ctx: StageContext, model: nn.Module, template: ChatTemplate
         counts |= {f"delta_{name}_pairs": float(len(pairs)), f"delta_{name}_prompts": float(len(rows)),
                    f"delta_{name}_strong_correct": stats["strong_correct"] / n,
                    f"delta_{name}_weak_correct": stats["weak_correct"] / n,
-                   f"delta_{name}_chosen_reference": float(stats["chosen_reference"])}
+                   f"delta_{name}_chosen_reference": float(stats["chosen_reference"]),
+                   f"delta_{name}_rejected_in_format": float(stats["rejected_in_format"])}
     del weak
     return out[0], out[1], counts
 
