@@ -239,6 +239,10 @@ class Tracker:
         self._stop_system_metrics(run_id)
         self.journal.add({"op": "end", "run": run_id, "status": status,
                           "end_time": end_time or int(time.time() * 1000)})
+        self.drain()
+
+    def drain(self) -> None:
+        """Wait (up to DRAIN_ENV seconds) for what the journal holds to reach MLflow; what is unsent stays on disk."""
         self.journal.flush(float(os.environ.get(DRAIN_ENV) or 60))
 
     def register_model_versions(self, name: str, exports: Iterable[tuple[str, Path]], run_id: str) -> dict[str, str]:

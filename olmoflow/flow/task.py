@@ -195,6 +195,7 @@ def _run_elsewhere(stage: str, cfg: FlowConfig, inputs: dict[str, str], flow_run
         if m.get("flow_run") == flow_run and m.get("mlflow_run_id"):
             # The job logged the stage itself, nested under this flow's run (--flow-run); say how big it was.
             tracker.set_tags(m["mlflow_run_id"], tags)
+            tracker.drain()  # the journal sends in the background: this task ends here, so see the tags out
         else:
             record_result(tracker, result, cfg.stage_config(stage), tags)
     return result
