@@ -8,9 +8,12 @@ CONFIG  ?= tiny
 ARGS    ?=
 STAMP   := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
-# pytest workers: each test holds one torch thread (tests/conftest.py), so one worker per core; a test file stays on
-# one worker (--dist loadfile), so its module fixtures (the smoke flow) are built once
-TEST_WORKERS ?= 2
+# pytest workers (0 = one process). With 2 (one per core: each test holds one torch thread; --dist loadfile keeps a
+# file's module fixtures, the smoke flow, on one worker) the suite takes ~10 min instead of ~22, but two Ray
+# clusters started at once by two workers can hang a test (seen once: tests/data/test_execute.py's `ray start`
+# head beside another worker's local Ray; likely their shared default worker-port range), so CI runs serially
+# until the Ray fixtures get disjoint ports: `make test TEST_WORKERS=2` for the fast run.
+TEST_WORKERS ?= 0
 # torch's version, and an index to take it from first: set TORCH_INDEX to PyTorch's CPU-only wheel index (its
 # URL is on PyTorch's install page) and a Linux machine without an NVIDIA driver installs the ~200 MB CPU build
 # instead of PyPI's default build with its CUDA libraries (~3 GB). Empty, or unreachable: PyPI's default.
