@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from olmoflow._base import Section
 from olmoflow.artifacts import home
@@ -21,7 +21,7 @@ from olmoflow.evals.config import EvalConfig
 from olmoflow.evals.modelflow_config import ModelFlowConfig
 from olmoflow.model.config import ModelConfig
 from olmoflow.post.config import DPOConfig, RLVRConfig, SFTConfig
-from olmoflow.registry import REGISTRY, STAGES
+from olmoflow.registry import CHECKPOINT_STAGES, REGISTRY, STAGES
 from olmoflow.registry import stage as stage_entry
 from olmoflow.trace.config import TraceIndexConfig
 from olmoflow.train.config import LongContextConfig, MidtrainConfig, TrainConfig
@@ -43,6 +43,25 @@ class FlowSettings(Section):
     pod, so a one-click cluster run of any preset shares one store), else store/ in $OLMOFLOW_HOME (.olmoflow)."""
     threads: int = Field(0, ge=0)
     """torch threads per process; 0 = all cores."""
+    skip: tuple[str, ...] = ()
+    """Checkpoint stages this flow leaves out (Olmo 3 RL-Zero: [sft, dpo], RLVR straight from the base model).
+    A left-out stage and its eval-{stage} do not run; the next stage takes the checkpoint of the last stage that
+    ran (the left-out task hands on the checkpoint it was given, olmoflow/flow/plan.py). Not in any fingerprint:
+    it changes a stage's output only through its input checkpoint, whose fingerprint is there already."""
+
+    @field_validator("skip")
+    @classmethod
+    def _check_skip(cls, skip: tuple[str, ...]) -> tuple[str, ...]:
+        for name in skip:
+            if name not in STAGES:
+                raise ValueError(f"unknown stage {name!r} (stages it may leave out: "
+                                 f"{', '.join(CHECKPOINT_STAGES[1:])})")
+            if name not in CHECKPOINT_STAGES:
+                raise ValueError(f"{name} makes no checkpoint; only checkpoint stages can be left out "
+                                 f"({', '.join(CHECKPOINT_STAGES[1:])})")
+            if name == CHECKPOINT_STAGES[0]:
+                raise ValueError(f"{name} is the first checkpoint stage: every later stage needs its checkpoint")
+        return tuple(dict.fromkeys(skip))
 
 
 class FlowConfig(Section):

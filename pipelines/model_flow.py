@@ -4,6 +4,8 @@ checkpoint evaluated (eval-{stage}), and the model-flow report over them all.
 The same function runs locally (`olmoflow run`, kfp.local) and compiles for a cluster (`olmoflow compile`).
 Every stage always exists in the DAG; `start` / `stop` / `init` decide inside each task whether it runs, so the UI
 shows one stable graph and a resumed run reads like a full one with some stages marked skipped.
+A checkpoint stage the config's flow.skip leaves out (RL-Zero: sft, dpo) is skipped the same way, and its task
+hands on the checkpoint it was given, so the next stage reads the last checkpoint that was made.
 
 The run form in the KFP UI has working defaults for everything: the config preset (or a config URI), start/stop
 stage, an init artifact, the image tag, GPUs per node, the GPU pool's node selector and tolerations (JSON), and

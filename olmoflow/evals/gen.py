@@ -6,6 +6,8 @@ Two prompt styles (eval.chat_format):
         OLMES's GSM8K layout); the answer is the generated text up to a blank line or "Question:".
   chat  Olmo 3's chat template (olmoflow.post.chat, tokenized exactly as SFT trained on it), a user turn then
         "<|im_start|>assistant\\n"; generation stops at <|im_end|>.
+auto (chat_style) takes chat for a checkpoint of sft / dpo / rlvr or one shipping a chat template, and base for an
+RL-Zero one (rlvr.template plain: RLVR straight from the base model on "Question: ...\\nAnswer:" prompts).
 Scoring: the last number in the answer (commas dropped; integers, decimals and a/b fractions) equals the
 gold answer's number exactly (compared as fractions, so "0.50" == "1/2"); a gold answer without a number is
 compared as stripped text.
@@ -25,6 +27,7 @@ from tokenizers import Tokenizer
 
 from olmoflow.evals.lm import Progress, no_progress, token_batches
 from olmoflow.post.chat import ChatTemplate
+from olmoflow.post.rl_template import TEMPLATE_FILE, template_of
 from olmoflow.registry import REGISTRY
 
 FORMULA = "mean over items of [last number in the answer == gold number] (greedy, exact as fractions)"
@@ -42,6 +45,9 @@ def chat_style(setting: str, stage: str | None, checkpoint_dir: Path) -> tuple[b
     and why: `setting` is auto | base | chat (eval.chat_format)."""
     if setting != "auto":
         return setting == "chat", f"eval.chat_format={setting}"
+    if (template := template_of(checkpoint_dir)) != "chat":  # RL-Zero: RLVR trained a base model on plain prompts
+        return False, (f"auto: the checkpoint was made by stage {stage or 'unknown'} under rlvr.template={template} "
+                       f"({TEMPLATE_FILE}): a base model, never trained on the chat template")
     if stage in CHAT_STAGES:
         return True, f"auto: the checkpoint was made by stage {stage}"
     model_dir = Path(checkpoint_dir) / "model"

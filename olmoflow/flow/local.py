@@ -130,7 +130,7 @@ def run_flow(cfg: FlowConfig, start: str = "curate", stop: str = LAST, init: str
     from olmoflow.flow.task import setup_logging
     from olmoflow.tracking import Tracker
 
-    plan = Plan(start, stop, init)
+    plan = Plan(start, stop, init, cfg.flow.skip)
     setup_logging()
     # kfp.local's notes about settings that only matter on a cluster (images, display names) are expected here.
     warnings.filterwarnings("ignore", message=".*(base image|have no effect in the current local runner).*")

@@ -5,6 +5,10 @@ trace-index, which reads only curate's dataset, when the flow reaches it (eval t
 checkpoint stages before `--from` are skipped, and `--init` feeds an artifact to the `--from` stage. A
 per-checkpoint stage (eval) runs for each checkpoint stage that runs (eval-sft when sft runs), and a gathering one
 (model-flow) once its stage is within `--to`.
+
+`flow.skip` leaves checkpoint stages out of the flow (RL-Zero: sft, dpo): a left-out stage and its eval do not run,
+and its task hands on the checkpoint it was given (`handed_on`), so the next stage reads the checkpoint of the last
+stage that ran while the DAG keeps every task.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ class Plan:
     start: str = "curate"
     stop: str = LAST
     init: str = ""
+    skip: tuple[str, ...] = ()
+    """flow.skip: checkpoint stages left out (validated with the config)."""
 
     def __post_init__(self) -> None:
         a, b = stage_index(self.start, "--from"), stage_index(self.stop, "--to")
@@ -36,7 +42,7 @@ class Plan:
     def runs(self, stage: str, of: str = "") -> bool:
         """Whether `stage` runs; for a per-checkpoint stage, its run on the checkpoint of stage `of`."""
         i = STAGES.index(stage)
-        if i > STAGES.index(self.stop):
+        if i > STAGES.index(self.stop) or stage in self.skip:
             return False
         if of:
             from olmoflow.registry import CHECKPOINT_STAGES
@@ -53,7 +59,16 @@ class Plan:
     def skip_reason(self, stage: str, of: str = "") -> str:
         if STAGES.index(stage) > STAGES.index(self.stop):
             return f"after --to {self.stop}"
+        if stage in self.skip or of in self.skip:
+            return f"{of} is left out by flow.skip" if of else "left out by flow.skip"
         return f"{of} is before --from {self.start}" if of else f"before --from {self.start}"
+
+    def handed_on(self, stage: str, upstream: dict[str, str]) -> str:
+        """The checkpoint URI a stage left out by flow.skip hands the next stage: the one it was given (--init's
+        when it is the --from stage; "" when none reached it, as before --from). "" for any other stage."""
+        if stage not in self.skip:
+            return ""
+        return self.inputs(stage, upstream).get("checkpoint", "")
 
     def inputs(self, stage: str, upstream: dict[str, str], of: str = "") -> dict[str, str]:
         """Input URIs of `stage`: upstream artifacts, with --init replacing the checkpoint of the --from stage."""

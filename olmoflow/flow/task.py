@@ -10,7 +10,8 @@ task's own process.
 
 A task whose artifact is already in the store (cached) or whose stage is outside the plan (skipped) reads only
 manifests: no torch, no MLflow (olmoflow.tracking.recorder), so a re-run costs each task little more than the KFP
-executor's own start-up. Keep heavy imports inside the functions that run a stage.
+executor's own start-up. Keep heavy imports inside the functions that run a stage. A stage left out by flow.skip
+hands the URI of the checkpoint it was given on as its own output's (olmoflow/flow/plan.py: Plan.handed_on).
 """
 
 from __future__ import annotations
@@ -48,17 +49,22 @@ def run_task(stage: str, config: str, overrides: list[str], start: str, stop: st
     checkpoint a per-checkpoint stage (eval) takes."""
     setup_logging()
     cfg = load_config(config, overrides)
-    plan = Plan(start, stop, init)
+    plan = Plan(start, stop, init, cfg.flow.skip)
     flow_run = flow_run or job_id
+    upstream = {name: (art.metadata.get("uri", "") if art is not None else "") for name, art in inputs.items()}
     if not plan.runs(stage, of):
-        record_skipped(step_name(stage, of), cfg, flow_run, plan.skip_reason(stage, of))
-        output.metadata.update({"status": "skipped"})
+        why = plan.skip_reason(stage, of)
+        record_skipped(step_name(stage, of), cfg, flow_run, why)
+        # A stage left out by flow.skip hands on the checkpoint it was given: the next stage reads it as the latest
+        # checkpoint, so it trains on the last stage that ran (the DAG keeps every task).
+        handed_on = plan.handed_on(stage, upstream) if not of else ""
+        output.metadata.update({"status": "skipped", **({"uri": handed_on} if handed_on else {})})
         with open(output.path, "w") as f:
-            json.dump({"stage": stage, "status": "skipped"}, f)
+            json.dump({"stage": stage, "status": "skipped", "reason": why,
+                       **({"handed_on": handed_on} if handed_on else {})}, f)
         if stage == LAST:
             _end_flow(cfg, flow_run, "FINISHED")
         return
-    upstream = {name: (art.metadata.get("uri", "") if art is not None else "") for name, art in inputs.items()}
     pool = pool or {}
     nodes = int(pool.get("nodes") or 1)
     try:

@@ -101,7 +101,7 @@ class RLVRConfig(PostTrainConfig):
     max_sample_rounds: int = Field(4, gt=0)
     """Active sampling: rounds of fresh prompts to refill groups dropped for zero reward variance."""
     max_prompt_len: int = Field(512, gt=0)
-    """Prompts longer than this (in tokens, with the chat template) are skipped."""
+    """Prompts longer than this (in tokens, with the template) are skipped."""
     val_prompts: int = Field(64, gt=0)
     """Held-out RL prompts (a content-hash split of post/rl.jsonl), solved greedily before and after."""
     checkpoint_every: int = Field(20, gt=0)
@@ -117,6 +117,10 @@ class RLVRConfig(PostTrainConfig):
     """The actors' generation engine: the built-in continuous-batching engine, or vLLM (a GPU cluster's)."""
     engine_slots: int = Field(64, gt=0)
     """Sequences an engine decodes at once (continuous batching: a finished one's slot takes the next prompt)."""
+    template: Literal["chat", "plain"] = "chat"
+    """The prompt template (olmoflow/post/rl_template.py): "chat", Olmo 3's chat template (RLVR after SFT / DPO);
+    "plain", RL-Zero's "Question: {prompt}\nAnswer:" for a base model, no chat tokens, the answer its first line
+    (generation stops at a newline). A plain-template checkpoint is evaluated and exported as a base model."""
 
     @model_validator(mode="after")
     def _check(self) -> RLVRConfig:

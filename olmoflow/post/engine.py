@@ -3,9 +3,9 @@
 
 `BuiltinEngine` runs continuous batching over a fixed number of slots: a request waits in a queue until a slot is
 free, is prefilled into that slot's rows of the KV cache, and decodes one token per `step()` beside whatever else is
-running; when it finishes (eos or its token budget) its slot takes the next queued request at the next step, so the
-batch is never drained. Each slot has its own KV positions: slot s's cache column c holds its token at position c,
-so no left padding is needed and a slot can start while others are mid-sequence.
+running; when it finishes (eos, a stop token, or its token budget) its slot takes the next queued request at the
+next step, so the batch is never drained. Each slot has its own KV positions: slot s's cache column c holds its
+token at position c, so no left padding is needed and a slot can start while others are mid-sequence.
 
 Sampling is per request: each request carries its own seed and its draws are a function of (seed, token index)
 (`request_noise`), so the tokens a prompt gets do not depend on which other requests share its batch (the
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import abc
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -45,8 +46,8 @@ class Request:
 
 @dataclass
 class Finished:
-    """A finished request: its new tokens (the last is eos when it stopped there), the behaviour log-probability of
-    each, and the policy version that produced each."""
+    """A finished request: its new tokens (the last is eos or a stop token when it stopped there), the behaviour
+    log-probability of each, and the policy version that produced each."""
 
     id: int
     prompt: list[int]
@@ -173,11 +174,13 @@ class BuiltinEngine(RolloutEngine):
     """Continuous batching on an olmoflow Olmo3 with per-slot KV caches (see the module docstring)."""
 
     def __init__(self, model_cfg: ModelConfig, *, slots: int, max_len: int, temperature: float, top_p: float,
-                 eos_id: int | None, device: torch.device | str = "cpu"):
+                 eos_id: int | None, device: torch.device | str = "cpu", stop_ids: Sequence[int] = ()):
         self.device = torch.device(device)
         self.model = Olmo3(model_cfg).to(self.device).eval()
         self.cfg = model_cfg
         self.temperature, self.top_p, self.eos_id = temperature, top_p, eos_id
+        # stop_ids: further tokens that end a sequence (RL-Zero's plain template: any token holding a newline)
+        self.stops = {eos_id, *stop_ids} - {None}
         self.max_len = max_len
         self.n_slots = slots
         # bf16 caches under autocast on GPU (what the forward produces there); float32 on the CPU
@@ -243,7 +246,7 @@ class BuiltinEngine(RolloutEngine):
                 s.out.tokens.append(tok)
                 s.out.logprobs.append(lp)
                 s.out.versions.append(s.logits_version)
-                if tok == self.eos_id or len(s.out.tokens) >= s.request.max_new_tokens:
+                if tok in self.stops or len(s.out.tokens) >= s.request.max_new_tokens:
                     self.finished.append(s.out)
                     self.slots[i] = None
                 else:

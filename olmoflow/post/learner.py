@@ -27,6 +27,7 @@ from olmoflow.post.config import RLVRConfig
 from olmoflow.post.data import stream_indices
 from olmoflow.post.grpo import policy_update, to_samples
 from olmoflow.post.olmorl import Rollouts
+from olmoflow.post.rl_template import cut_at
 from olmoflow.post.state import load_state, save_state
 from olmoflow.train.optim import build_optimizer
 from olmoflow.train.world import autocast
@@ -52,10 +53,11 @@ def error_metrics(errors: Counter[str]) -> dict[str, float]:
 
 @torch.no_grad()
 def greedy_accuracy(model: nn.Module, items: list[dict], reward: Reward, max_new_tokens: int, eos_id: int,
-                    batch: int, decode: Callable[[list[int]], str] | None = None, keep: int = 0
-                    ) -> dict[str, Any]:
+                    batch: int, decode: Callable[[list[int]], str] | None = None, keep: int = 0,
+                    stop_ids: tuple[int, ...] = ()) -> dict[str, Any]:
     """{"val_accuracy": mean reward of greedy completions, "val_accuracy/{family}": the same per verifier}; with
-    `keep`, also "samples": the first `keep` items' [family, prompt, completion, reward] (decoded)."""
+    `keep`, also "samples": the first `keep` items' [family, prompt, completion, reward] (decoded). A completion
+    ends at its first token in `stop_ids` too (the plain template's newline), as the rollout engines end it."""
     model.eval()
     scored: list[tuple[str, float]] = []
     samples: list[list[Any]] = []
@@ -64,6 +66,7 @@ def greedy_accuracy(model: nn.Module, items: list[dict], reward: Reward, max_new
         with autocast(next(model.parameters()).device):
             tokens, _ = generate(model, [it["ids"] for it in chunk], max_new_tokens, temperature=0.0, eos_id=eos_id)
         for it, t in zip(chunk, tokens):
+            t = cut_at(t, set(stop_ids)) if stop_ids else t
             r = reward(it, t)
             scored.append((it["verifier"], r))
             if decode is not None and len(samples) < keep:
@@ -76,11 +79,12 @@ def greedy_accuracy(model: nn.Module, items: list[dict], reward: Reward, max_new
     return out
 
 
-def make_pool(cfg: RLVRConfig, model: nn.Module, eos_id: int, device: torch.device, on_cluster: bool) -> Any:
+def make_pool(cfg: RLVRConfig, model: nn.Module, eos_id: int, device: torch.device, on_cluster: bool,
+              stop_ids: tuple[int, ...] = ()) -> Any:
     """The rollout actors (Ray) or, with rlvr.actors 0, an engine in this process."""
     engine_kw = {"slots": cfg.engine_slots, "max_len": cfg.max_prompt_len + cfg.max_new_tokens,
                  "temperature": cfg.temperature, "top_p": cfg.top_p, "eos_id": eos_id,
-                 "device": str(device)}
+                 "device": str(device), **({"stop_ids": tuple(stop_ids)} if stop_ids else {})}
     if cfg.actors == 0:
         return LocalPool(cfg.engine, model.cfg, engine_kw)
     # On a CPU, learner and actors split the cores rather than each taking them all.
@@ -93,11 +97,13 @@ def make_pool(cfg: RLVRConfig, model: nn.Module, eos_id: int, device: torch.devi
 
 def learn(model: nn.Module, decode: Callable[[list[int]], str], cfg: RLVRConfig, train: list[dict],
           val: list[dict], reward: Reward, *, eos_id: int, pad_id: int, device: torch.device,
+          stop_ids: tuple[int, ...] = (),
           log_metrics: Callable[[dict[str, float], int | None], None], log: Any, work: Any = None,
           progress: Callable[..., Any] = lambda it, **_: it, on_cluster: bool = False,
           table_rows: int = 16) -> dict[str, Any]:
     """Train `model` in place for cfg.steps; returns the loop state (curves, before/after measurements, samples).
-    `work` (the stage's WorkDir) keeps in-stage checkpoints; None keeps none."""
+    `work` (the stage's WorkDir) keeps in-stage checkpoints; None keeps none. `stop_ids`: tokens besides eos_id
+    that end a completion (olmoflow/post/rl_template.py: the plain template's newlines), sampled or greedy."""
     errors_at_start = verifiers.reward_errors.copy()
     optimizer = build_optimizer(model, cfg.lr, weight_decay=0.0)
     latest = work.latest() if work is not None else None
@@ -106,7 +112,7 @@ def learn(model: nn.Module, decode: Callable[[list[int]], str], cfg: RLVRConfig,
         log.info("rlvr: resuming at step %d from %s", loop["step"], latest)
     else:
         before = greedy_accuracy(model, val, reward, cfg.max_new_tokens, eos_id,
-                                 cfg.prompts_per_step * cfg.group_size, decode, table_rows)
+                                 cfg.prompts_per_step * cfg.group_size, decode, table_rows, stop_ids)
         loop = {"step": 0, "cursor": 0, "next_id": 0, "reward": [], "val_before": before["val_accuracy"],
                 "before": {k: v for k, v in before.items() if k != "samples"}, "samples_before": before["samples"],
                 "errors": {}, "sampled": {}, "zero_variance": {}}
@@ -117,7 +123,7 @@ def learn(model: nn.Module, decode: Callable[[list[int]], str], cfg: RLVRConfig,
         loop["cursor"] += k
         return picked
 
-    pool = make_pool(cfg, model, eos_id, device, on_cluster)
+    pool = make_pool(cfg, model, eos_id, device, on_cluster, stop_ids)
     rollouts = Rollouts(pool, draw, lambda it: it["ids"], reward, lambda it: it["verifier"],
                         group_size=cfg.group_size, max_new_tokens=cfg.max_new_tokens, n_groups=cfg.prompts_per_step,
                         max_rounds=cfg.max_sample_rounds, max_lag=cfg.max_lag, seed=cfg.seed,
@@ -171,7 +177,7 @@ def learn(model: nn.Module, decode: Callable[[list[int]], str], cfg: RLVRConfig,
         pool.close()
 
     after = greedy_accuracy(model, val, reward, cfg.max_new_tokens, eos_id, cfg.prompts_per_step * cfg.group_size,
-                            decode, table_rows)
+                            decode, table_rows, stop_ids)
     loop["samples_after"] = after.pop("samples")
     loop["after"] = after
     loop["errors"] = dict(Counter(loop["errors"]) + (verifiers.reward_errors - errors_at_start))

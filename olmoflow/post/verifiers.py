@@ -14,8 +14,12 @@ A row names its verifier ("verifier": math | code | ifeval) and carries the refe
 - `ifeval`: olmoflow/post/ifeval.py (IFBench constraint checkers).
 - `exact` (here): the rule tasks of olmoflow/data/synthetic_rules.py: what follows the last "The answer is" up to
   its period equals the reference exactly (whitespace collapsed); no such sentence scores 0.
+  Under RL-Zero's plain template (rlvr.template plain, olmoflow/post/rl_template.py) the completion is the answer:
+  its first line, stripped, a trailing period dropped, equals the reference ignoring case; a first line stating
+  "The answer is X." scores as above.
 
-`score(name, completion, answer)` is what callers use: a verifier that raises scores 0.0 and is counted in
+`score(name, completion, answer, template)` is what callers use (template: the prompt template the completion
+answers, chat or plain): a verifier that raises scores 0.0 and is counted in
 `reward_errors` (by verifier name) with its last message in `last_errors`, never a crash.
 """
 
@@ -145,21 +149,38 @@ def exact_reward(completion: str, answer: str) -> float:
     return float(rule_answer(completion) == " ".join(answer.split()))
 
 
+def first_line(text: str) -> str:
+    """A plain-template completion's answer: its first line, stripped."""
+    return text.split("\n", 1)[0].strip()
+
+
+def exact_plain_reward(completion: str, answer: str) -> float:
+    """1.0 when the completion's first line (stripped, a trailing period dropped) is the reference, ignoring case
+    and collapsing whitespace; a line stating "The answer is X." is scored as exact_reward scores it."""
+    line = first_line(completion)
+    if rule_answer(line) is not None:
+        return exact_reward(line, answer)
+    return float(" ".join(line.removesuffix(".").split()).casefold() == " ".join(answer.split()).casefold())
+
+
 VERIFIERS: dict[str, Callable[[str, str], float]] = {"math": math_reward, "code": code_dispatch,
                                                        "ifeval": ifeval_reward, "exact": exact_reward}
+PLAIN_VERIFIERS: dict[str, Callable[[str, str], float]] = {**VERIFIERS, "exact": exact_plain_reward}
+"""Under the plain template (RL-Zero); the others read a one-line completion as they read any."""
 reward_errors: Counter[str] = Counter()
 last_errors: dict[str, str] = {}
 
 
-def get_verifier(name: str) -> Callable[[str, str], float]:
+def get_verifier(name: str, template: str = "chat") -> Callable[[str, str], float]:
     if name not in VERIFIERS:
         raise ValueError(f"unknown verifier {name!r} (verifiers: {', '.join(VERIFIERS)})")
-    return VERIFIERS[name]
+    return (PLAIN_VERIFIERS if template == "plain" else VERIFIERS)[name]
 
 
-def score(name: str, completion: str, answer: str) -> float:
-    """The verifier's reward; 0.0 (counted in reward_errors) when it raises."""
-    verifier = get_verifier(name)
+def score(name: str, completion: str, answer: str, template: str = "chat") -> float:
+    """The verifier's reward for a completion answering a prompt of `template` (chat | plain); 0.0 (counted in
+    reward_errors) when it raises."""
+    verifier = get_verifier(name, template)
     try:
         return float(verifier(completion, answer))
     except Exception as e:  # noqa: BLE001 - a bad completion or reference must never end the run

@@ -24,7 +24,8 @@ from olmoflow.post.engine import Finished, Request, RolloutEngine
 
 class VLLMEngine(RolloutEngine):
     def __init__(self, model_cfg: ModelConfig, *, slots: int, max_len: int, temperature: float, top_p: float,
-                 eos_id: int | None, device: str = "cuda", model_dir: str | None = None):
+                 eos_id: int | None, device: str = "cuda", model_dir: str | None = None,
+                 stop_ids: tuple[int, ...] = ()):
         try:
             from vllm import EngineArgs, LLMEngine, SamplingParams
         except ImportError as e:
@@ -41,6 +42,7 @@ class VLLMEngine(RolloutEngine):
                                                             skip_tokenizer_init=True, enable_prefix_caching=True))
         self.params = SamplingParams
         self.temperature, self.top_p, self.eos_id = temperature, top_p, eos_id
+        self.stop_ids = [t for t in (eos_id, *stop_ids) if t is not None]  # a plain template's newline tokens too
         self.pending: tuple[dict[str, torch.Tensor], int] | None = None
         self.running: dict[str, Finished] = {}
         self.finished: list[Finished] = []
@@ -69,7 +71,7 @@ class VLLMEngine(RolloutEngine):
                 continue
             params = self.params(temperature=self.temperature, top_p=self.top_p, max_tokens=r.max_new_tokens,
                                  seed=r.seed, logprobs=0,
-                                 stop_token_ids=[self.eos_id] if self.eos_id is not None else None)
+                                 stop_token_ids=self.stop_ids or None)
             self.engine.add_request(str(r.id), {"prompt_token_ids": r.prompt}, params)
             self.running[str(r.id)] = Finished(r.id, list(r.prompt))
         self.waiting = keep

@@ -11,11 +11,12 @@ log-probability; `rlvr.max_lag` bounds staleness (olmoflow/post/olmorl.py), and 
 algorithm (sample with the current weights, then learn). `rlvr.actors: 0` generates in this process instead.
 
 Each step takes `group_size` completions for each of `prompts_per_step` prompts from post/rl.jsonl (chat template,
-generation prompt), scores them with the prompt's verifier (olmoflow/post/verifiers.py), drops groups whose rewards
-are all equal and refills them with fresh prompts (active sampling), then takes the clipped (clip-higher),
-truncated-importance-sampled, token-level policy-gradient step of olmoflow/post/grpo.py against the actors'
-behaviour log-probabilities (olmoflow/post/learner.py). LR is constant, as in Olmo 3's RL. Per step it logs
-`clip_fraction`, `tis_weight`, `lag_mean` / `lag_max` (versions between learner and samples) and
+generation prompt; with `rlvr.template: plain`, RL-Zero's "Question: {prompt}\nAnswer:" for a base model, its answer
+the first line: olmoflow/post/rl_template.py), scores them with the prompt's verifier (olmoflow/post/verifiers.py),
+drops groups whose rewards are all equal and refills them with fresh prompts (active sampling), then takes the
+clipped (clip-higher), truncated-importance-sampled, token-level policy-gradient step of olmoflow/post/grpo.py
+against the actors' behaviour log-probabilities (olmoflow/post/learner.py). LR is constant, as in Olmo 3's RL. Per
+step it logs `clip_fraction`, `tis_weight`, `lag_mean` / `lag_max` (versions between learner and samples) and
 `actors_replaced` (an actor that dies is replaced and its requests resubmitted; the step completes).
 
 The learner holds the policy, its gradients and AdamW's moments in float32, 16 bytes per parameter: 112 GB at 7B,
@@ -50,10 +51,10 @@ from typing import Any
 from olmoflow.contract.context import StageContext
 from olmoflow.contract.report import write_metrics
 from olmoflow.model.checkpoint import load_checkpoint, save_checkpoint
-from olmoflow.post.chat import ChatTemplate
 from olmoflow.post.data import read_jsonl, split_heldout
 from olmoflow.post.learner import error_metrics, family_means, greedy_accuracy, learn
 from olmoflow.post.plots import plot_curves
+from olmoflow.post.rl_template import RLTemplate, mark_template, rl_template
 from olmoflow.post.verifiers import get_verifier, score
 from olmoflow.train import parallel
 from olmoflow.train.world import World
@@ -64,12 +65,12 @@ TABLE_ROWS = 16
 """Held-out prompts whose greedy generations before and after go to MLflow as a table."""
 
 
-def prepare(rows: list[dict], template: ChatTemplate, max_prompt_len: int) -> list[dict]:
+def prepare(rows: list[dict], template: RLTemplate, max_prompt_len: int) -> list[dict]:
     """Rows with their prompt tokens under "ids"; over-long prompts are skipped, an unknown verifier is an error."""
     out = []
     for r in rows:
         get_verifier(r["verifier"])
-        ids = template.prompt([{"role": "user", "content": r["prompt"]}])
+        ids = template.encode(r["prompt"])
         if len(ids) <= max_prompt_len:
             out.append({**r, "ids": ids})
     return out
@@ -103,9 +104,10 @@ def split_families(rows: list[dict], n_val: int) -> tuple[list[dict], list[dict]
     return train, val
 
 
-def make_reward(tokenizer: Any) -> Callable[[dict, list[int]], float]:
+def make_reward(tokenizer: Any, template: str = "chat") -> Callable[[dict, list[int]], float]:
     def reward(row: dict, completion: list[int]) -> float:
-        return score(row["verifier"], tokenizer.decode(completion, skip_special_tokens=True), row["answer"])
+        return score(row["verifier"], tokenizer.decode(completion, skip_special_tokens=True), row["answer"],
+                     template)
     return reward
 
 
@@ -113,8 +115,8 @@ def run(ctx: StageContext) -> dict[str, float]:
     cfg = ctx.cfg.rlvr
     ckpt = ctx.input("checkpoint").path
     model, tokenizer = load_checkpoint(ckpt)
-    template = ChatTemplate(tokenizer)
-    reward = make_reward(tokenizer)
+    template = rl_template(tokenizer, cfg.template)
+    reward = make_reward(tokenizer, template.name)
 
     # ---- prompts: a fixed held-out slice; the rest is an endless seeded stream, its position saved
     rows = read_jsonl(ctx.input("dataset").path / "post" / "rl.jsonl", ["prompt", "answer", "verifier"])
@@ -124,14 +126,15 @@ def run(ctx: StageContext) -> dict[str, float]:
     if not train or not val:
         raise ValueError(f"stage rlvr: no prompt in post/rl.jsonl fits rlvr.max_prompt_len={cfg.max_prompt_len}")
     on_cluster = bool(os.environ.get("RAY_ADDRESS"))
-    ctx.log.info("rlvr: %d train / %d held-out prompts (%s), %d steps of %d x %d, %d rollout actor(s) (%s engine), "
-                 "max_lag %d%s", len(train), len(val),
+    ctx.log.info("rlvr: %d train / %d held-out prompts (%s), %s template, %d steps of %d x %d, %d rollout actor(s) "
+                 "(%s engine), max_lag %d%s", len(train), len(val),
                  ", ".join(f"{f}: {n}" for f, n in sorted(Counter(r["verifier"] for r in train + val).items())),
-                 cfg.steps, cfg.prompts_per_step, cfg.group_size, cfg.actors, cfg.engine, cfg.max_lag,
+                 template.name, cfg.steps, cfg.prompts_per_step, cfg.group_size, cfg.actors, cfg.engine, cfg.max_lag,
                  ", learner on a GPU actor of the cluster's Ray" if on_cluster else "")
     decode = lambda t: tokenizer.decode(t, skip_special_tokens=True)  # noqa: E731
     args = (cfg, train, val, reward)
-    kw = {"eos_id": template.im_end, "pad_id": template.pad, "table_rows": TABLE_ROWS}
+    kw = {"eos_id": template.eos, "pad_id": template.pad, "table_rows": TABLE_ROWS,
+          **({"stop_ids": template.stops} if template.stops else {})}
     if on_cluster:
         loop, state = learn_on_cluster(ctx, model, decode, args, kw)
         model.load_state_dict(state)
@@ -203,6 +206,7 @@ def finish(ctx: StageContext, model: Any, ckpt: Path, loop: dict[str, Any]) -> d
                "mean_reward_last": rewards[-1], "steps": float(cfg.steps),
                **error_metrics(Counter(loop["errors"]))}
     save_checkpoint(ctx.out, model, ckpt / "tokenizer.json")
+    mark_template(ctx.out, cfg.template)  # a plain-template policy is a base model: eval must not chat with it
     write_metrics(ctx.out, metrics)
     plot_curves(ctx, "rlvr_reward.png",
                 {"reward": {"sampled (mean)": loop["reward"],
