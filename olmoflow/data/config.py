@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import Field, model_validator
 
@@ -199,6 +199,10 @@ class SyntheticConfig(Section):
     """Question/answer pairs per synthetic document."""
 
 
+RuleFamily = Literal["parity", "compare", "successor", "min3", "max3", "last_letter"]
+"""olmoflow/data/synthetic_rules.py's FAMILIES (tests/data/test_synthetic_rules.py holds them equal)."""
+
+
 class PostDataConfig(Section):
     sharegpt: str = "sharegpt/sharegpt.jsonl"
     """ShareGPT conversations (jsonl of {"conversations": [{"from", "value"}]}) under sources_dir."""
@@ -231,8 +235,13 @@ class PostDataConfig(Section):
     sft_ifeval: int = Field(0, ge=0)
     """Synthetic instruction prompts (train partition) with a reply that follows the constraint, in post/sft.jsonl."""
     rules_sft: int = Field(0, ge=0)
-    """Rule-task conversations (compare, min-of-three, successor, copy, reverse: olmoflow/data/synthetic_rules.py)
-    in post/sft.jsonl, answered "The answer is X."."""
+    """Rule-task conversations (olmoflow/data/synthetic_rules.py: parity, compare, successor, min- and max-of-three,
+    last letter) in post/sft.jsonl, answered "The answer is X."."""
+    rules_families: list[RuleFamily] = Field(list(get_args(RuleFamily)), min_length=1)
+    """The rule families drawn, in turn (sft conversations and held-out prompts)."""
+    rules_rl_families: list[RuleFamily] | None = None
+    """The families of the rule prompts DPO samples pairs on and RLVR trains on (None = rules_families): the ones
+    the SFT model answers right some of the time, so a group of samples has both rewards in it."""
     rules_dpo: int = Field(0, ge=0)
     """Rule-task prompts in post/dpo_prompts.jsonl: DPO samples its delta-learning pairs on them."""
     rules_rl: int = Field(0, ge=0)
@@ -243,6 +252,13 @@ class PostDataConfig(Section):
     think: bool = False
     """The Think variant: rule-task replies reason first (`<think>...</think> The answer is X.`), and the
     prompts' rows say so (format: think)."""
+
+    @model_validator(mode="after")
+    def _rl_families_drawn(self) -> PostDataConfig:
+        extra = set(self.rules_rl_families or ()) - set(self.rules_families)
+        if extra:
+            raise ValueError(f"rules_rl_families: {', '.join(sorted(extra))} not in rules_families")
+        return self
 
 
 EvalTask = Literal["arc_easy", "arc_challenge", "hellaswag", "piqa", "mmlu", "boolq", "sciq", "openbookqa",

@@ -160,10 +160,14 @@ def sft_code_if(code: int, ifeval: int, seed: int) -> list[dict]:
                    for r in if_rows("train", ifeval, seed, "sft")]
 
 
-def rule_rows(sft: int, dpo: int, rl: int, heldout: int, seed: int, think: bool) -> dict[str, list[dict]]:
+def rule_rows(sft: int, dpo: int, rl: int, heldout: int, seed: int, think: bool,
+              families: tuple[str, ...] = synthetic_rules.FAMILIES,
+              rl_families: tuple[str, ...] | None = None) -> dict[str, list[dict]]:
     """The rule tasks' rows by use, each from its own partition: sft conversations, dpo_prompts (DPO samples pairs
-    on them), rl prompts and heldout prompts (no stage trains on them)."""
-    items = {use: synthetic_rules.rule_items(use, n, seed, use)
+    on them), rl prompts and heldout prompts (no stage trains on them); dpo and rl prompts from `rl_families`
+    (default: `families`)."""
+    drawn = {"sft": families, "heldout": families, "dpo": rl_families or families, "rl": rl_families or families}
+    items = {use: synthetic_rules.rule_items(use, n, seed, use, tuple(drawn[use]))
              for use, n in (("sft", sft), ("dpo", dpo), ("rl", rl), ("heldout", heldout))}
     return {"sft": synthetic_rules.sft_rows(items["sft"], think),
             "dpo_prompts": synthetic_rules.prompt_rows(items["dpo"], think),

@@ -46,6 +46,9 @@ class SFTConfig(PostTrainConfig):
     format_rate_before / _after and heldout_reward_before / _after; 0 = none (so is a dataset without the file)."""
     heldout_max_new_tokens: int = Field(24, gt=0)
     """Reply tokens for those answers ("The answer is 52." is ~8; a Think reply needs more)."""
+    early_checkpoint: float = Field(0.0, ge=0, lt=1)
+    """Also keep the model as it was after this fraction of the steps, in the artifact's early/ folder: a weaker
+    model that already writes the answer format, for DPO's rejected replies (dpo.delta_weak: early); 0 = none."""
     checkpoint_every: int = Field(100, gt=0)
     log_every: int = Field(10, gt=0)
 
@@ -72,10 +75,11 @@ class DPOConfig(PostTrainConfig):
     delta_heldout: int = Field(256, ge=0)
     """Held-out prompts of post/heldout.jsonl (never trained on) made into pairs the same way:
     heldout_pref_accuracy, before and after (a tie counts 0.5). Only with delta_prompts."""
-    delta_weak: Literal["parent", "self"] = "parent"
+    delta_weak: Literal["parent", "early", "self"] = "parent"
     """Whose incorrect sample is rejected: "parent", the checkpoint the input checkpoint was trained from (in the
-    flow, the long-context model SFT started from; the input itself when its manifest names none), or "self", the
-    input model's own."""
+    flow, the long-context model SFT started from); "early", the input's early/ model (sft.early_checkpoint: SFT
+    part-way, which writes the format but answers worse), else its parent; "self", the input model's own. Where
+    there is no such model, the input's own samples."""
     delta_samples: int = Field(4, gt=0)
     """Samples per prompt from each model."""
     delta_max_new_tokens: int = Field(24, gt=0)

@@ -23,12 +23,15 @@ from olmoflow.post.verifiers import score
 from olmoflow.train.world import autocast
 
 
-def heldout_rows(dataset: Path, n: int, knob: str) -> list[dict]:
-    """The first n rows of post/heldout.jsonl in content-hash order (all when fewer); [] when the dataset has none."""
+def heldout_rows(dataset: Path, n: int, knob: str, families: set[str] | None = None) -> list[dict]:
+    """The first n rows of post/heldout.jsonl in content-hash order (all when fewer), only those of `families`
+    when given (rows without a family are kept); [] when the dataset has none."""
     path = dataset / "post" / "heldout.jsonl"
     if n == 0 or not path.exists():
         return []
     rows = read_jsonl(path, ["prompt", "answer", "verifier"])
+    if families is not None:
+        rows = [r for r in rows if r.get("family", "") in families or "family" not in r]
     return rows if n >= len(rows) else split_heldout(rows, n, knob)[1]
 
 

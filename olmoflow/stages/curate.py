@@ -123,7 +123,8 @@ def build_post(cfg: CurateConfig, root: str, arith: dict[str, list[synthetic.Ite
     rows = {"sft": sft + sft_from_items(arith["sft"]),
             "dpo": dpo + dpo_from_items(arith["dpo"], cfg.synthetic.seed),
             "rl": rl_from_items(arith["rl"], p.rl_code, p.rl_ifeval, cfg.synthetic.seed)}
-    rules = rule_rows(p.rules_sft, p.rules_dpo, p.rules_rl, p.rules_heldout, cfg.synthetic.seed, p.think)
+    rules = rule_rows(p.rules_sft, p.rules_dpo, p.rules_rl, p.rules_heldout, cfg.synthetic.seed, p.think,
+                      tuple(p.rules_families), tuple(p.rules_rl_families) if p.rules_rl_families else None)
     rows["sft"] += sft_code_if(p.sft_code, p.sft_ifeval, cfg.synthetic.seed) + rules["sft"]
     rows["rl"] += rules["rl"]
     rows |= {name: rules[name] for name in ("dpo_prompts", "heldout") if rules[name]}  # written only when asked for

@@ -94,6 +94,18 @@ def parent_checkpoint(ctx: StageContext) -> tuple[nn.Module | None, str]:
     return load_checkpoint(path)[0].to(World.current().device), uri
 
 
+def weaker_model(ctx: StageContext, which: str) -> tuple[nn.Module | None, str]:
+    """DPO's weaker model for dpo.delta_weak: the input's early/ model (early), else its parent checkpoint
+    (early, parent); (None, "") for self or when there is none."""
+    early = ctx.input("checkpoint").path / "early"
+    if which == "early" and (early / "model").is_dir():
+        return load_checkpoint(early)[0].to(World.current().device), f"{ctx.input('checkpoint').uri}/early"
+    if which == "early":
+        ctx.log.warning("dpo: dpo.delta_weak=early but %s has no early/ model (sft.early_checkpoint): its parent "
+                        "checkpoint instead", ctx.input("checkpoint").uri)
+    return parent_checkpoint(ctx) if which in ("early", "parent") else (None, "")
+
+
 def verifiable_pairs(ctx: StageContext, model: nn.Module, template: ChatTemplate
                      ) -> tuple[list[dict], list[dict], dict[str, float]]:
     """(train pairs, held-out pairs, counts) sampled on post/dpo_prompts.jsonl and post/heldout.jsonl."""
@@ -101,8 +113,11 @@ def verifiable_pairs(ctx: StageContext, model: nn.Module, template: ChatTemplate
     data = ctx.input("dataset").path
     prompts = read_jsonl(data / "post" / "dpo_prompts.jsonl", ["prompt", "answer", "verifier"])
     prompts = prompts[:cfg.delta_prompts]
-    held = heldout_rows(data, cfg.delta_heldout, "dpo.delta_heldout")
-    weak, uri = parent_checkpoint(ctx) if cfg.delta_weak == "parent" else (None, "")
+    # held-out pairs of the families DPO trains on: a family the SFT model always gets right (tiny's parity) has
+    # no wrong reply in the answer format, so its pairs would be format-versus-no-format and say nothing
+    families = {r["family"] for r in prompts if "family" in r} or None
+    held = heldout_rows(data, cfg.delta_heldout, "dpo.delta_heldout", families)
+    weak, uri = weaker_model(ctx, cfg.delta_weak)
     if weak is None:
         ctx.log.info("dpo: rejected replies are the input model's own incorrect samples%s",
                      "" if cfg.delta_weak == "self" else " (its manifest names no parent checkpoint)")

@@ -57,6 +57,16 @@ def heldout_loss(model: nn.Module, examples: list[Encoded], micro_batch: int, pa
     return float(sums[0] / sums[1])
 
 
+def save_early(ctx: StageContext, model: nn.Module, world: World, cfg, ckpt) -> None:
+    """The model part-way into SFT, into the artifact's early/ folder (a weaker model for DPO's delta pairs).
+    Collective under FSDP (export gathers the shards)."""
+    plain = parallel.export(model, world, wrapped=world.size > 1 or cfg.activation_checkpointing)
+    if ctx.lead:
+        save_checkpoint(ctx.out / "early", plain, ckpt / "tokenizer.json")
+        ctx.log.info("sft: the model after %d of %d steps -> early/ (DPO's weaker model)",
+                     round(cfg.early_checkpoint * cfg.steps), cfg.steps)
+
+
 def run(ctx: StageContext) -> dict[str, float]:
     cfg = ctx.cfg.sft
     world = World.current()
@@ -98,6 +108,10 @@ def run(ctx: StageContext) -> dict[str, float]:
         ctx.log_metrics({"val_sft_loss": loop["val_before"], **loop["probe"][1]}, step=0)
 
     # ---- train
+    early_step = round(cfg.early_checkpoint * cfg.steps)
+    if 0 < early_step <= loop["step"] and ctx.lead:
+        ctx.log.warning("sft: resumed after step %d, so the artifact has no early/ model (sft.early_checkpoint): DPO "
+                        "falls back on the parent checkpoint", early_step)
     for step in ctx.progress(range(loop["step"], cfg.steps), total=cfg.steps - loop["step"], desc="steps"):
         lr = cfg.lr * lr_factor(step, cfg.steps, cfg.warmup_steps, "linear")
         for group in optimizer.param_groups:
@@ -115,6 +129,8 @@ def run(ctx: StageContext) -> dict[str, float]:
         if done % cfg.log_every == 0 or done == cfg.steps:
             ctx.log_metrics({"train_loss": loss_value, "lr": lr, "grad_norm": grad_norm,
                              "assistant_tokens": n_tokens}, step=done)
+        if done == early_step:
+            save_early(ctx, model, world, cfg, ckpt)
         if done % cfg.checkpoint_every == 0 and done < cfg.steps:
             loop["step"] = done
             resumer.save(done, {"loop": loop}, model, optimizer)

@@ -3,9 +3,12 @@ the format the checks read, and the exact verifier scores them."""
 
 from __future__ import annotations
 
+from typing import get_args
+
 import pytest
 
 from olmoflow.data import synthetic_rules as rules
+from olmoflow.data.config import PostDataConfig, RuleFamily
 from olmoflow.data.postsets import rule_rows, sft_code_if
 from olmoflow.post.verifiers import score
 
@@ -37,6 +40,8 @@ def test_answers_are_the_rule() -> None:
     assert rules.RuleItem("compare", (37, 52), "").answer == "no"
     assert rules.RuleItem("successor", (199,), "").answer == "200"
     assert rules.RuleItem("min3", (4, 1, 7), "").answer == "1"
+    assert rules.RuleItem("max3", (4, 7, 7), "").answer == "7"
+    assert rules.RuleItem("max3", (4, 1, 7), "").thought == "max(4, 1) = 4; max(4, 7) = 7."
     assert rules.RuleItem("last_letter", ("k", "e", "l"), "").answer == "l"
 
 
@@ -60,6 +65,20 @@ def test_rule_rows_by_use() -> None:
     trained = {r["messages"][0]["content"] for r in rows["sft"]}
     trained |= {r["prompt"] for r in rows["rl"] + rows["dpo_prompts"]}
     assert not held & trained
+
+
+def test_families_by_use() -> None:
+    """SFT and held-out rows draw every listed family; DPO and RL prompts only the RL families; the config's
+    family names are the generator's."""
+    rows = rule_rows(60, 20, 20, 60, seed=0, think=False, families=("parity", "min3", "max3"),
+                     rl_families=("min3", "max3"))
+    assert {r["family"] for r in rows["heldout"]} == {"parity", "min3", "max3"}
+    assert {r["family"] for r in rows["rl"] + rows["dpo_prompts"]} == {"min3", "max3"}
+    assert get_args(RuleFamily) == rules.FAMILIES
+    with pytest.raises(ValueError, match="rules_rl_families: compare not in rules_families"):
+        PostDataConfig(rules_families=["min3"], rules_rl_families=["compare"])
+    with pytest.raises(ValueError, match="rules_families"):
+        PostDataConfig(rules_families=["min4"])
 
 
 def test_sft_code_and_instruction_rows() -> None:

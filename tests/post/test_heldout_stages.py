@@ -101,3 +101,46 @@ def test_sft_reports_format_and_dpo_samples_delta_pairs(dataset, tmp_path: Path)
 def test_a_tie_counts_half() -> None:
     scores = torch.tensor([[-1.0, -2.0, -3.0], [-1.0, -3.0, -2.0], [1.0, 1.0, 1.0], [1.0, 1.0, 1.0]])
     assert dpo.preference(scores) == pytest.approx((0.5 + 1 + 0) / 3)
+
+
+def test_dpo_holds_out_pairs_of_the_families_it_trains_on(tmp_path: Path) -> None:
+    """heldout_rows(families=...) keeps only those families' rows (DPO passes the families of its prompts, so a
+    family the SFT model always gets right, with no in-format wrong reply, makes no held-out pair)."""
+    from olmoflow.post.heldout import heldout_rows
+    rows = rule_rows(0, 0, 0, 60, seed=0, think=False, families=("parity", "min3", "max3"))["heldout"]
+    _jsonl(tmp_path / "post" / "heldout.jsonl", rows)
+    kept = heldout_rows(tmp_path, 30, "dpo.delta_heldout", {"min3", "max3"})
+    assert len(kept) == 30 and {r["family"] for r in kept} == {"min3", "max3"}
+    assert {r["family"] for r in heldout_rows(tmp_path, 60, "k")} == {"parity", "min3", "max3"}
+
+
+def test_sft_keeps_an_early_model_and_dpo_rejects_its_replies(dataset, tmp_path: Path, caplog) -> None:
+    """sft.early_checkpoint: the artifact's early/ holds the model part-way (not the final one); with
+    dpo.delta_weak early, DPO samples its rejected replies from it and never opens the parent checkpoint."""
+    from olmoflow.model.checkpoint import load_checkpoint
+    data, base = dataset
+    cfg = from_dict({**POST, "sft": {**POST["sft"], "early_checkpoint": 0.5, "heldout_items": 0},
+                     "dpo": {**POST["dpo"], "delta_weak": "early", "steps": 2}})
+    torch.manual_seed(0)
+    ctx = make_test_context("sft", cfg, tmp_path / "sft", {"dataset": input_from_dir(data, "dataset"),
+                                                           "checkpoint": input_from_dir(base, "checkpoint")})
+    sft.run(ctx)
+    early, final = load_checkpoint(ctx.out / "early")[0], load_checkpoint(ctx.out)[0]
+    start = load_checkpoint(base)[0]
+    name = next(iter(final.state_dict()))
+    assert not torch.equal(early.state_dict()[name], final.state_dict()[name])
+    assert not torch.equal(early.state_dict()[name], start.state_dict()[name])
+
+    sft_in = InputArtifact(uri=str(ctx.out), kind="checkpoint", fingerprint="sft", path=ctx.out,
+                           manifest={"inputs": {"checkpoint": {"uri": str(base), "fingerprint": "base"}}})
+    mp = pytest.MonkeyPatch()
+    mp.setattr("olmoflow.artifacts.ArtifactStore.open", lambda *a, **k: pytest.fail("opened the parent"))
+    ctx = make_test_context("dpo", cfg, tmp_path / "dpo", {"dataset": input_from_dir(data, "dataset"),
+                                                           "checkpoint": sft_in})
+    caplog.set_level("INFO")
+    try:
+        m = dpo.run(ctx)
+    finally:
+        mp.undo()
+    assert m["delta_train_pairs"] > 0
+    assert f"rejected replies are samples of {sft_in.uri}/early" in caplog.text
