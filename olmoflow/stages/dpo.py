@@ -25,6 +25,8 @@ its share of the pairs (olmoflow/post/ranks.py), in-stage checkpoints are DCP an
 
 from __future__ import annotations
 
+from collections import Counter
+
 import torch
 from torch import nn
 
@@ -39,6 +41,7 @@ from olmoflow.post.dpo import dpo_loss, pair_logprobs
 from olmoflow.post.heldout import heldout_rows, log_samples, rates, replies
 from olmoflow.post.plots import plot_curves
 from olmoflow.post.ranks import check_batch, padded_share, share
+from olmoflow.post.skipped import report
 from olmoflow.post.state import resume_sharded
 from olmoflow.train import parallel
 from olmoflow.train.optim import build_optimizer
@@ -48,14 +51,21 @@ from olmoflow.train.world import World
 Pair = tuple[Encoded, Encoded]
 
 
-def encode(rows: list[dict], template: ChatTemplate, seq_len: int) -> list[Pair]:
-    """(chosen, rejected) token pairs; a pair is dropped when either reply has no token left within seq_len."""
+def encode(rows: list[dict], template: ChatTemplate, seq_len: int, skipped: Counter | None = None) -> list[Pair]:
+    """(chosen, rejected) token pairs; a pair whose replies are the same text (it teaches nothing and would score a
+    tie) or whose either reply has no token left within seq_len is skipped, and counted in `skipped` by reason."""
     out = []
+    skipped = Counter() if skipped is None else skipped
     for r in rows:
+        if r["chosen"].strip() == r["rejected"].strip():
+            skipped["identical_pair"] += 1
+            continue
         chosen = truncate(template.with_response(r["messages"], r["chosen"]), seq_len)
         rejected = truncate(template.with_response(r["messages"], r["rejected"]), seq_len)
-        if chosen is not None and rejected is not None:
-            out.append((chosen, rejected))
+        if chosen is None or rejected is None:
+            skipped["past_seq_len"] += 1
+            continue
+        out.append((chosen, rejected))
     return out
 
 
@@ -196,7 +206,10 @@ def run(ctx: StageContext) -> dict[str, float]:
     elif cfg.delta_prompts and ctx.lead:
         ctx.log.warning("dpo: dpo.delta_prompts=%d ignored on %d ranks (sampling pairs runs in one process): the "
                         "curated pairs alone", cfg.delta_prompts, world.size)
-    train, val = encode(train_rows, template, cfg.seq_len), encode(val_rows, template, cfg.seq_len)
+    skipped: Counter = Counter()
+    train, val = encode(train_rows, template, cfg.seq_len, skipped), encode(val_rows, template, cfg.seq_len, skipped)
+    if ctx.lead:
+        counts |= report(skipped, "preference pairs", "dpo", ctx.log, seq_len=f"dpo.seq_len={cfg.seq_len}")
     # which held-out pairs are which (encode drops pairs left without a reply token: keep the rows aligned)
     kept = [r for r in val_rows if encode([r], template, cfg.seq_len)]
     groups = {"hhh": [i for i, r in enumerate(kept) if r.get("source") == "hhh"],

@@ -55,6 +55,7 @@ from olmoflow.post.data import read_jsonl, split_heldout
 from olmoflow.post.learner import error_metrics, family_means, greedy_accuracy, learn
 from olmoflow.post.plots import plot_curves
 from olmoflow.post.rl_template import RLTemplate, mark_template, rl_template
+from olmoflow.post.skipped import report
 from olmoflow.post.verifiers import get_verifier, score
 from olmoflow.train import parallel
 from olmoflow.train.world import World
@@ -65,14 +66,18 @@ TABLE_ROWS = 16
 """Held-out prompts whose greedy generations before and after go to MLflow as a table."""
 
 
-def prepare(rows: list[dict], template: RLTemplate, max_prompt_len: int) -> list[dict]:
-    """Rows with their prompt tokens under "ids"; over-long prompts are skipped, an unknown verifier is an error."""
+def prepare(rows: list[dict], template: RLTemplate, max_prompt_len: int,
+            skipped: Counter | None = None) -> list[dict]:
+    """Rows with their prompt tokens under "ids"; over-long prompts are skipped (counted in `skipped` as
+    prompt_too_long), an unknown verifier is an error."""
     out = []
     for r in rows:
         get_verifier(r["verifier"])
         ids = template.encode(r["prompt"])
         if len(ids) <= max_prompt_len:
             out.append({**r, "ids": ids})
+        elif skipped is not None:
+            skipped["prompt_too_long"] += 1
     return out
 
 
@@ -121,8 +126,11 @@ def run(ctx: StageContext) -> dict[str, float]:
     # ---- prompts: a fixed held-out slice; the rest is an endless seeded stream, its position saved
     rows = read_jsonl(ctx.input("dataset").path / "post" / "rl.jsonl", ["prompt", "answer", "verifier"])
     train_rows, val_rows = split_families(rows, cfg.val_prompts)
-    train = prepare(train_rows, template, cfg.max_prompt_len)
-    val = prepare(val_rows, template, cfg.max_prompt_len)
+    skipped: Counter = Counter()
+    train = prepare(train_rows, template, cfg.max_prompt_len, skipped)
+    val = prepare(val_rows, template, cfg.max_prompt_len, skipped)
+    skip_metrics = report(skipped, "prompts", "rlvr", ctx.log, max_prompt_len=f"rlvr.max_prompt_len="
+                          f"{cfg.max_prompt_len} tokens")
     if not train or not val:
         raise ValueError(f"stage rlvr: no prompt in post/rl.jsonl fits rlvr.max_prompt_len={cfg.max_prompt_len}")
     on_cluster = bool(os.environ.get("RAY_ADDRESS"))
@@ -144,7 +152,7 @@ def run(ctx: StageContext) -> dict[str, float]:
         model.train()
         loop = learn(model, decode, *args, device=world.device, log_metrics=ctx.log_metrics, log=ctx.log,
                      work=ctx.work, progress=ctx.progress, **kw)
-    return finish(ctx, model, ckpt, loop)
+    return finish(ctx, model, ckpt, loop, skip_metrics)
 
 
 def learn_on_cluster(ctx: StageContext, model: Any, decode: Callable, args: tuple, kw: dict
@@ -189,8 +197,9 @@ class ClusterLearner:
         return loop, history, cpu_state(model)
 
 
-def finish(ctx: StageContext, model: Any, ckpt: Path, loop: dict[str, Any]) -> dict[str, float]:
-    """Save the policy and write metrics, the reward plot and the before/after generations table."""
+def finish(ctx: StageContext, model: Any, ckpt: Path, loop: dict[str, Any],
+           extra: dict[str, float] | None = None) -> dict[str, float]:
+    """Save the policy and write metrics (with `extra`), the reward plot and the before/after generations table."""
     cfg = ctx.cfg.rlvr
     before, after = loop["before"], loop["after"]
     rewards = [r for _, r in loop["reward"]]
@@ -204,7 +213,7 @@ def finish(ctx: StageContext, model: Any, ckpt: Path, loop: dict[str, Any]) -> d
                **{f"zero_variance_fraction/{f}": zero[f] / n for f, n in sorted(sampled.items())},
                "mean_reward": sum(rewards) / len(rewards), "mean_reward_first": rewards[0],
                "mean_reward_last": rewards[-1], "steps": float(cfg.steps),
-               **error_metrics(Counter(loop["errors"]))}
+               **error_metrics(Counter(loop["errors"])), **(extra or {})}
     save_checkpoint(ctx.out, model, ckpt / "tokenizer.json")
     mark_template(ctx.out, cfg.template)  # a plain-template policy is a base model: eval must not chat with it
     write_metrics(ctx.out, metrics)

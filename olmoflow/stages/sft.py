@@ -18,6 +18,8 @@ every step, in-stage checkpoints are DCP (resharded when the world size changes)
 
 from __future__ import annotations
 
+from collections import Counter
+
 import torch
 from torch import nn
 
@@ -31,6 +33,7 @@ from olmoflow.post.logprobs import masked_sums
 from olmoflow.post.plots import plot_curves
 from olmoflow.post.ranks import check_batch, padded_share, share
 from olmoflow.post.sft import sft_backward
+from olmoflow.post.skipped import report
 from olmoflow.post.state import resume_sharded
 from olmoflow.train import parallel
 from olmoflow.train.optim import build_optimizer
@@ -38,10 +41,22 @@ from olmoflow.train.schedule import lr_factor
 from olmoflow.train.world import World
 
 
-def encode(rows: list[dict], template: ChatTemplate, seq_len: int) -> list[Encoded]:
-    """Conversations that keep at least one assistant token within seq_len; the rest are dropped."""
-    out = [truncate(template.encode(r["messages"]), seq_len) for r in rows]
-    return [e for e in out if e is not None]
+def encode(rows: list[dict], template: ChatTemplate, seq_len: int,
+           skipped: Counter | None = None) -> list[Encoded]:
+    """Conversations that keep at least one assistant token within seq_len; the rest are skipped, and counted in
+    `skipped` by reason (no_assistant_turn, past_seq_len)."""
+    out = []
+    for r in rows:
+        if not any(m.get("role") == "assistant" for m in r["messages"]):
+            reason = "no_assistant_turn"
+        elif (e := truncate(template.encode(r["messages"]), seq_len)) is not None:
+            out.append(e)
+            continue
+        else:
+            reason = "past_seq_len"
+        if skipped is not None:
+            skipped[reason] += 1
+    return out
 
 
 @torch.no_grad()
@@ -82,7 +97,10 @@ def run(ctx: StageContext) -> dict[str, float]:
     train_rows, val_rows = split_heldout(rows, cfg.val_examples, "sft.val_examples", key=lambda r: r["messages"])
     if cfg.max_examples:
         train_rows = train_rows[:cfg.max_examples]
-    train, val = encode(train_rows, template, cfg.seq_len), encode(val_rows, template, cfg.seq_len)
+    skipped: Counter = Counter()
+    train, val = encode(train_rows, template, cfg.seq_len, skipped), encode(val_rows, template, cfg.seq_len, skipped)
+    skip_metrics = report(skipped, "conversations", "sft", ctx.log, seq_len=f"sft.seq_len={cfg.seq_len}") \
+        if ctx.lead else {}
     if not train or not val:
         raise ValueError(f"stage sft: no conversation in post/sft.jsonl keeps an assistant token within "
                          f"sft.seq_len={cfg.seq_len}")
@@ -140,7 +158,8 @@ def run(ctx: StageContext) -> dict[str, float]:
     ctx.log_metrics({"val_sft_loss": val_after}, step=cfg.steps)
     tail = [v for _, v in loop["curve"][-max(1, cfg.steps // 10):]]
     metrics = {"val_sft_loss": val_after, "val_sft_loss_before": loop["val_before"],
-               "train_loss": sum(tail) / len(tail), "train_examples": float(len(train)), "steps": float(cfg.steps)}
+               "train_loss": sum(tail) / len(tail), "train_examples": float(len(train)), "steps": float(cfg.steps),
+               **skip_metrics}
     if probe:
         after_texts, after = answer("after")
         ctx.log_metrics(after, step=cfg.steps)
