@@ -48,6 +48,23 @@ def processes() -> dict[int, str]:
     return out
 
 
+def descendants(root: int) -> set[int]:
+    """The live processes below `root` (its children, theirs, ...): Ray's, not whatever else the machine starts
+    meanwhile (another job's shell was once taken for a process Ray left behind)."""
+    parent = {}
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit():
+                parent[int(proc.name)] = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError):
+            continue
+    found, frontier = set(), {root}
+    while frontier:
+        frontier = {pid for pid, ppid in parent.items() if ppid in frontier} - found
+        found |= frontier
+    return found
+
+
 def test_in_process_keeps_order_and_raises_the_first_failing_batch():
     with open_executor(RayConfig(), LOG) as ex:
         assert ex.describe() == {"kind": "in-process", "cpus": 1, "where": "this process"}
@@ -75,7 +92,7 @@ def test_local_ray_matches_the_loop_and_leaves_no_process(monkeypatch):
             session = Path(ray._private.worker._global_node.get_session_dir_path()).name
             assert ex.map(hashes, TEXTS, 7) == [content_hash(t) for t in TEXTS]  # 29 batches, in input order
             assert ex.map_batches(len, TEXTS) == [25] * 8  # 2 CPUs: about 4 batches each
-            ours = {pid for pid, cmd in processes().items() if pid not in before}
+            ours = {pid for pid in processes() if pid not in before} & descendants(os.getpid())
             assert any("raylet" in processes()[p] for p in ours)
             # A function the workers cannot load is an error on the driver, not a task Ray retries forever.
             with pytest.raises(ModuleNotFoundError, match="only_on_the_driver"):
