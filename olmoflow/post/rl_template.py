@@ -33,17 +33,11 @@ class RLTemplate:
     """The token generation ends at (generate's and the engines' eos_id)."""
     pad: int
     stops: tuple[int, ...] = ()
-    """Further tokens that end an answer (plain: every token holding a newline); chat: none."""
-
-    def cut(self, tokens: list[int]) -> list[int]:
-        """The completion up to its first stop token, kept (as an engine that stops there returns it)."""
-        if not self.stops:
-            return tokens
-        return cut_at(tokens, set(self.stops))
+    """Further tokens that end an answer (plain: every token holding a newline; cut_at cuts there); chat: none."""
 
 
 def cut_at(tokens: list[int], stops: set[int]) -> list[int]:
-    """`tokens` up to and including the first one in `stops`."""
+    """`tokens` up to and including the first one in `stops` (as an engine that stops there returns them)."""
     for i, t in enumerate(tokens):
         if t in stops:
             return tokens[:i + 1]
