@@ -44,8 +44,11 @@ def delta_pairs(strong: nn.Module, weak: nn.Module, template: ChatTemplate, rows
     stats: Counter = Counter()
     pairs = []
     for r, mine, theirs in zip(rows, good, bad):
-        right = [t for t in mine if score(r["verifier"], t, r["answer"]) == 1.0]
-        wrong = [t for t in theirs if score(r["verifier"], t, r["answer"]) < 1.0]
+        # each sample verified once (a code verifier runs the sandbox)
+        mine_scored = [(t, score(r["verifier"], t, r["answer"])) for t in mine]
+        right = [t for t, x in mine_scored if x == 1.0]
+        mine_wrong = [t for t, x in mine_scored if x < 1.0]
+        wrong = mine_wrong if theirs is mine else [t for t in theirs if score(r["verifier"], t, r["answer"]) < 1.0]
         stats["strong_correct"] += len(right)
         stats["weak_correct"] += k - len(wrong)
         chosen = right[0] if right else None
@@ -54,7 +57,6 @@ def delta_pairs(strong: nn.Module, weak: nn.Module, template: ChatTemplate, rows
             stats["chosen_reference"] += 1
         elif chosen is not None:
             stats["chosen_sampled"] += 1
-        mine_wrong = [t for t in mine if score(r["verifier"], t, r["answer"]) < 1.0]
         think = r.get("format") == "think"
         rejected = next((t for t in wrong + mine_wrong if t != chosen and follows_format(t, think)), None)
         if rejected is not None:

@@ -31,7 +31,7 @@ def heldout_rows(dataset: Path, n: int, knob: str, families: set[str] | None = N
         return []
     rows = read_jsonl(path, ["prompt", "answer", "verifier"])
     if families is not None:
-        rows = [r for r in rows if r.get("family", "") in families or "family" not in r]
+        rows = [r for r in rows if "family" not in r or r["family"] in families]
     return rows if n >= len(rows) else split_heldout(rows, n, knob)[1]
 
 

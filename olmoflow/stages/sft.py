@@ -46,16 +46,14 @@ def encode(rows: list[dict], template: ChatTemplate, seq_len: int,
     """Conversations that keep at least one assistant token within seq_len; the rest are skipped, and counted in
     `skipped` by reason (no_assistant_turn, past_seq_len)."""
     out = []
+    skipped = Counter() if skipped is None else skipped
     for r in rows:
         if not any(m.get("role") == "assistant" for m in r["messages"]):
-            reason = "no_assistant_turn"
-        elif (e := truncate(template.encode(r["messages"]), seq_len)) is not None:
-            out.append(e)
-            continue
+            skipped["no_assistant_turn"] += 1
+        elif (e := truncate(template.encode(r["messages"]), seq_len)) is None:
+            skipped["past_seq_len"] += 1
         else:
-            reason = "past_seq_len"
-        if skipped is not None:
-            skipped[reason] += 1
+            out.append(e)
     return out
 
 
